@@ -1,0 +1,52 @@
+"""rtk_blackjax: Reverse Transition Kernel diffusion samplers as a BlackJAX extension.
+
+The top-level names follow BlackJAX: ``rtk_blackjax.rtk(...)`` builds a sampler,
+``rtk_blackjax.rtk.init`` / ``.build_kernel`` are the low-level pieces.
+"""
+
+from blackjax import generate_top_level_api_from
+
+from rtk_blackjax import diffusion, metrics, targets
+from rtk_blackjax.baselines import ddim, ddpm
+from rtk_blackjax.diffusion import (
+    geometric_grid,
+    make_grid,
+    theory_grid,
+    uniform_grid,
+    validate_grid,
+)
+from rtk_blackjax.driver import NonFiniteSamplesError, SampleResult, sample
+from rtk_blackjax.mcmc import rtk as _rtk
+from rtk_blackjax.mcmc.inner import (
+    InnerKernel,
+    SegmentGeometry,
+    independence_inner,
+    inner_kernel,
+    mala_inner,
+)
+
+rtk = generate_top_level_api_from(_rtk)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "rtk",
+    "ddpm",
+    "ddim",
+    "sample",
+    "SampleResult",
+    "NonFiniteSamplesError",
+    "InnerKernel",
+    "SegmentGeometry",
+    "inner_kernel",
+    "mala_inner",
+    "independence_inner",
+    "diffusion",
+    "metrics",
+    "targets",
+    "uniform_grid",
+    "geometric_grid",
+    "theory_grid",
+    "make_grid",
+    "validate_grid",
+]

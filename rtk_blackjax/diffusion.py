@@ -1,0 +1,205 @@
+"""The Ornstein–Uhlenbeck noising process and the time grids that cut it into segments.
+
+Forward process: ``dx = -x dt + sqrt(2) dB``, so ``x_t | x_0 ~ N(a_t x_0, s_t^2 I)``
+with ``a_t = exp(-t)`` and ``s_t^2 = 1 - exp(-2 t)``.
+
+A *time grid* is a 1-D array ``T = t_0 > t_1 > ... > t_K = 0`` in the order the reverse
+process visits it: segment ``k`` goes from ``times[k]`` down to ``times[k + 1]``.
+"""
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+
+from rtk_blackjax.types import Array, ArrayLike
+
+__all__ = [
+    "ou_mean_coef",
+    "ou_variance",
+    "transition_coefs",
+    "uniform_grid",
+    "geometric_grid",
+    "theory_grid",
+    "theory_segment_length",
+    "validate_grid",
+    "make_grid",
+    "GRID_KINDS",
+]
+
+GRID_KINDS = ("uniform", "geometric", "theory")
+
+
+def ou_mean_coef(t: ArrayLike) -> Array:
+    """Mean coefficient ``a_t = exp(-t)`` of the OU transition from time 0 to ``t``."""
+    return jnp.exp(-jnp.asarray(t))
+
+
+def ou_variance(t: ArrayLike) -> Array:
+    """Variance ``s_t^2 = 1 - exp(-2t)`` of the OU transition from time 0 to ``t``.
+
+    Computed with ``expm1`` so that it stays accurate for tiny ``t``.
+    """
+    return -jnp.expm1(-2.0 * jnp.asarray(t))
+
+
+def transition_coefs(t_from: ArrayLike, t_to: ArrayLike) -> tuple[Array, Array]:
+    """Coefficients ``(a, s^2)`` of the forward transition ``x_{t_to} | x_{t_from}``.
+
+    ``x_{t_to} = a x_{t_from} + s * noise`` with ``h = t_to - t_from > 0``.
+    """
+    h = jnp.asarray(t_to) - jnp.asarray(t_from)
+    return jnp.exp(-h), -jnp.expm1(-2.0 * h)
+
+
+def _check_positive(name: str, value: float) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be a positive number, got {value!r}") from err
+    if not math.isfinite(value) or value <= 0.0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return value
+
+
+def _check_count(name: str, value: int, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def validate_grid(times: ArrayLike) -> Array:
+    """Check that ``times`` is a valid reverse-time grid and return it as an array.
+
+    A valid grid is a finite 1-D array with at least two entries, strictly decreasing,
+    starting at a positive horizon and ending exactly at 0.
+
+    Raises
+    ------
+    ValueError
+        Naming ``times`` and what is wrong with it.
+
+    Examples
+    --------
+    >>> validate_grid([2.0, 1.0, 0.0]).tolist()
+    [2.0, 1.0, 0.0]
+    """
+    arr = np.asarray(times, dtype=np.float64)
+    if arr.ndim != 1 or arr.shape[0] < 2:
+        raise ValueError(
+            "times must be a 1-D array with at least 2 entries (horizon, ..., 0), "
+            f"got shape {arr.shape}"
+        )
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("times must be finite, got non-finite entries")
+    if arr[0] <= 0.0:
+        raise ValueError(f"times[0] (the horizon) must be positive, got {arr[0]}")
+    if arr[-1] != 0.0:
+        raise ValueError(f"times must end at 0, got times[-1] = {arr[-1]}")
+    steps = np.diff(arr)
+    if np.any(steps >= 0.0):
+        bad = int(np.argmax(steps >= 0.0))
+        raise ValueError(
+            "times must be strictly decreasing (reverse time, horizon first), but "
+            f"times[{bad}] = {arr[bad]} <= times[{bad + 1}] = {arr[bad + 1]}"
+        )
+    return jnp.asarray(arr, dtype=jnp.result_type(float))
+
+
+def uniform_grid(num_segments: int, horizon: float = 5.0) -> Array:
+    """``num_segments`` equal segments from ``horizon`` down to 0 (the paper's grid).
+
+    Examples
+    --------
+    >>> uniform_grid(4, horizon=2.0).tolist()
+    [2.0, 1.5, 1.0, 0.5, 0.0]
+    """
+    num_segments = _check_count("num_segments", num_segments)
+    horizon = _check_positive("horizon", horizon)
+    return validate_grid(np.linspace(horizon, 0.0, num_segments + 1))
+
+
+def geometric_grid(
+    num_segments: int, horizon: float = 5.0, t_min: float = 1e-3
+) -> Array:
+    """Geometric grid from ``horizon`` down to ``t_min``, then a last segment to 0.
+
+    ``num_segments - 1`` segments are equally spaced in ``log t`` between ``horizon`` and
+    ``t_min``; the last one jumps from ``t_min`` to 0. With one segment the grid is
+    ``[horizon, 0]``. Log-spacing puts the small steps where the target is stiff
+    (``t`` comparable to the data's smallest variance), which is where a uniform grid
+    loses accuracy.
+
+    Examples
+    --------
+    >>> [round(t, 3) for t in geometric_grid(3, horizon=1.0, t_min=0.01).tolist()]
+    [1.0, 0.1, 0.01, 0.0]
+    """
+    num_segments = _check_count("num_segments", num_segments)
+    horizon = _check_positive("horizon", horizon)
+    t_min = _check_positive("t_min", t_min)
+    if num_segments == 1:
+        return validate_grid([horizon, 0.0])
+    if t_min >= horizon:
+        raise ValueError(f"t_min must be smaller than horizon={horizon}, got {t_min}")
+    positive = np.geomspace(horizon, t_min, num_segments)
+    return validate_grid(np.concatenate([positive, [0.0]]))
+
+
+def theory_segment_length(smoothness: float) -> float:
+    """Segment length ``eta = 0.5 log(1 + 1 / (2 L))`` from the RTK paper.
+
+    With it every segment target ``q_k`` is ``L``-strongly log-concave and
+    ``3L``-smooth when ``L`` bounds the curvature of ``-log p_t`` for all ``t``.
+    """
+    smoothness = _check_positive("smoothness", smoothness)
+    return 0.5 * math.log1p(1.0 / (2.0 * smoothness))
+
+
+def theory_grid(smoothness: float, horizon: float = 5.0) -> Array:
+    """Uniform grid whose segment length is the paper's ``eta`` for curvature bound L.
+
+    The horizon is covered by ``ceil(horizon / eta)`` equal segments (so each is at most
+    ``eta`` long).
+
+    Examples
+    --------
+    >>> grid = theory_grid(smoothness=1.0, horizon=1.0)
+    >>> int(grid.shape[0]) - 1  # eta = 0.5 log 1.5 ≈ 0.203 -> 5 segments
+    5
+    """
+    eta = theory_segment_length(smoothness)
+    horizon = _check_positive("horizon", horizon)
+    return uniform_grid(max(1, math.ceil(horizon / eta - 1e-12)), horizon)
+
+
+def make_grid(
+    kind: str,
+    num_segments: int | None = None,
+    *,
+    horizon: float = 5.0,
+    t_min: float = 1e-3,
+    smoothness: float | None = None,
+) -> Array:
+    """Build a grid by name: ``"uniform"``, ``"geometric"`` or ``"theory"``.
+
+    ``"theory"`` needs ``smoothness`` (the curvature bound L) and ignores
+    ``num_segments``; the others need ``num_segments``.
+    """
+    if kind == "uniform":
+        return uniform_grid(_required("num_segments", num_segments, kind), horizon)
+    if kind == "geometric":
+        return geometric_grid(
+            _required("num_segments", num_segments, kind), horizon, t_min
+        )
+    if kind == "theory":
+        return theory_grid(_required("smoothness", smoothness, kind), horizon)
+    raise ValueError(f"grid kind must be one of {GRID_KINDS}, got {kind!r}")
+
+
+def _required(name, value, kind):
+    if value is None:
+        raise ValueError(f"{name} is required for a {kind!r} grid")
+    return value
