@@ -17,11 +17,17 @@ from rtk_blackjax.targets.analytic import (
     sample_mixture,
 )
 from rtk_blackjax.targets.base import Target, from_score, score_only
+from rtk_blackjax.targets.distributions import (
+    from_distribution,
+    mixture_from_distribution,
+)
 
 __all__ = [
     "Target",
     "from_score",
     "score_only",
+    "from_distribution",
+    "mixture_from_distribution",
     "GaussianMixture",
     "chessboard",
     "chessboard_mixture",
