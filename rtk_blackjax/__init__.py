@@ -23,6 +23,8 @@ from rtk_blackjax.mcmc.inner import (
     independence_inner,
     inner_kernel,
     mala_inner,
+    score_mala_inner,
+    uld_inner,
 )
 
 rtk = generate_top_level_api_from(_rtk)
@@ -41,6 +43,8 @@ __all__ = [
     "inner_kernel",
     "mala_inner",
     "independence_inner",
+    "score_mala_inner",
+    "uld_inner",
     "diffusion",
     "metrics",
     "targets",

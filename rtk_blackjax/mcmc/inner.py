@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from rtk_blackjax.mcmc import score_energy, uld
 from rtk_blackjax.types import Array, ArrayTree, PRNGKey
 
 __all__ = [
@@ -29,6 +30,8 @@ __all__ = [
     "InnerKernel",
     "inner_kernel",
     "mala_inner",
+    "score_mala_inner",
+    "uld_inner",
     "independence_inner",
     "mala_step_size",
 ]
@@ -86,6 +89,10 @@ class InnerKernel(NamedTuple):
     needs_logdensity
         Whether the kernel evaluates ``log q_k`` (Metropolis tests) or only its
         gradient.
+    energy
+        Optional ``energy(target, geometry) -> (x -> log p_t(x) + const)``: how the
+        kernel gets ``log p_t`` when the target has none (score-only models, see
+        :mod:`rtk_blackjax.mcmc.score_energy`). ``None`` uses ``target.logdensity``.
     """
 
     init: Callable
@@ -96,6 +103,7 @@ class InnerKernel(NamedTuple):
     gradient_of: Callable | None = None
     acceptance_of: Callable = lambda info: info.acceptance_rate
     needs_logdensity: bool = True
+    energy: Callable | None = None
 
 
 def inner_kernel(
@@ -108,6 +116,7 @@ def inner_kernel(
     gradient_of: Callable | None = None,
     acceptance_of: Callable | None = None,
     needs_logdensity: bool = True,
+    energy: Callable | None = None,
 ) -> InnerKernel:
     """Plug any BlackJAX algorithm (``blackjax.mala``, ``blackjax.hmc``, ...) into RTK.
 
@@ -160,6 +169,7 @@ def inner_kernel(
         gradient_of=gradient_of,
         acceptance_of=acceptance_of or (lambda info: info.acceptance_rate),
         needs_logdensity=needs_logdensity,
+        energy=energy,
     )
 
 
@@ -235,3 +245,134 @@ def independence_inner(variance_inflation: float = 1.0) -> InnerKernel:
         }
 
     return inner_kernel(blackjax.irmh, parameters)
+
+
+def _projected(kernel: Callable) -> Callable:
+    """Reject any move longer than ``radius`` (the paper's projected MALA).
+
+    The constraint ``|x' - x| <= r`` is symmetric in ``(x, x')``, so restricting the
+    proposal to it keeps the Metropolis–Hastings kernel reversible for ``q_k``.
+    """
+
+    def step(rng_key, state, logdensity_fn, radius=None, **params):
+        new_state, info = kernel(rng_key, state, logdensity_fn, **params)
+        if radius is None:
+            return new_state, info
+        old_flat, _ = ravel_pytree(state.position)
+        new_flat, _ = ravel_pytree(new_state.position)
+        inside = jnp.linalg.norm(new_flat - old_flat) <= radius
+        kept = jax.tree.map(
+            lambda new, old: jnp.where(inside, new, old), new_state, state
+        )
+        info = info._replace(
+            acceptance_rate=jnp.where(inside, info.acceptance_rate, 0.0),
+            is_accepted=info.is_accepted & inside,
+        )
+        return kept, info
+
+    return step
+
+
+def score_mala_inner(
+    step_scale: float = 1.0,
+    *,
+    rule: str = "lobatto",
+    num_nodes: int = 3,
+    radius_scale: float | None = None,
+) -> InnerKernel:
+    """MALA for score-only models: energy differences by quadrature of the score.
+
+    ``log p_t`` is replaced by the line integral of the score from the segment's
+    Gaussian mean (:func:`rtk_blackjax.mcmc.score_energy.line_integral_logdensity`),
+    so ``blackjax.mala`` runs unchanged. Cost per MALA step: ``1`` (the score at the
+    proposal) plus :func:`~rtk_blackjax.mcmc.score_energy.extra_evaluations`; the
+    Lobatto rule also spends one evaluation per segment on the anchor's score.
+
+    ``radius_scale`` turns on the paper's projected variant: moves longer than
+    ``radius_scale * sqrt(2 * step_size * d)`` (that many typical proposal lengths)
+    are rejected.
+
+    Examples
+    --------
+    >>> inner = score_mala_inner(rule="lobatto", num_nodes=3)
+    >>> inner.evaluations_per_step, inner.evaluations_at_init
+    (2, 3)
+    """
+    extra = score_energy.extra_evaluations(rule, num_nodes)
+    if radius_scale is not None and not radius_scale > 0:
+        raise ValueError(f"radius_scale must be positive or None, got {radius_scale!r}")
+    base = mala_inner(step_scale)
+
+    def parameters(geometry: SegmentGeometry) -> dict:
+        params = base.parameters(geometry)
+        if radius_scale is not None:
+            params["radius"] = radius_scale * jnp.sqrt(
+                2.0 * params["step_size"] * geometry.dim
+            )
+        return params
+
+    def energy(target, geometry: SegmentGeometry) -> Callable:
+        anchor_score = (
+            target.score(geometry.gaussian_mean, geometry.time)
+            if rule == "lobatto"
+            else None
+        )
+        return score_energy.line_integral_logdensity(
+            target.score,
+            geometry.time,
+            geometry.gaussian_mean,
+            anchor_score,
+            rule=rule,
+            num_nodes=num_nodes,
+        )
+
+    return base._replace(
+        step=_projected(base.step),
+        parameters=parameters,
+        evaluations_at_init=1 + extra + (1 if rule == "lobatto" else 0),
+        evaluations_per_step=1 + extra,
+        energy=energy,
+    )
+
+
+def uld_inner(adjusted: bool = False, step_scale: float | None = None) -> InnerKernel:
+    """Underdamped Langevin (:mod:`rtk_blackjax.mcmc.uld`) on each segment target.
+
+    Curvature ``κ = 1 / v_q`` from the segment's Gaussian approximation; friction
+    ``γ = 2 sqrt(κ)`` (critical damping) and step ``h = step_scale / sqrt(κ)``.
+    Momentum is drawn afresh from ``N(0, I)`` at the start of every segment (the
+    paper's RTK-ULD). Defaults: ``step_scale`` from
+    :func:`rtk_blackjax.mcmc.uld.default_parameters` (``0.1`` unadjusted,
+    ``d^{-1/6}`` adjusted). The unadjusted kernel uses only the score, so it runs on
+    score-only models; the adjusted one (OBABO + Metropolis) needs ``log p_t``.
+
+    Examples
+    --------
+    >>> uld_inner().needs_logdensity, uld_inner(adjusted=True).needs_logdensity
+    (False, True)
+    """
+    if step_scale is not None and not step_scale > 0:
+        raise ValueError(f"step_scale must be positive or None, got {step_scale!r}")
+    kernel = uld.build_adjusted_kernel() if adjusted else uld.build_kernel()
+
+    def init(rng_key, position, logdensity_fn):
+        return uld.init(position, logdensity_fn, rng_key)
+
+    def step(rng_key, state, logdensity_fn, **params):
+        return kernel(rng_key, state, logdensity_fn, **params)
+
+    def parameters(geometry: SegmentGeometry) -> dict:
+        curvature = 1.0 / geometry.gaussian_variance
+        params = uld.default_parameters(curvature, geometry.dim, adjusted=adjusted)
+        if step_scale is not None:
+            params["step_size"] = step_scale / jnp.sqrt(curvature)
+        return params
+
+    return InnerKernel(
+        init=init,
+        step=step,
+        parameters=parameters,
+        gradient_of=lambda state: state.logdensity_grad,
+        acceptance_of=lambda info: info.acceptance_rate,
+        needs_logdensity=adjusted,
+    )

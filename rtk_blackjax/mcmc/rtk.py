@@ -159,13 +159,16 @@ def target_logdensity_with_score(target: Target) -> Callable:
 
 
 def segment_logdensity(
-    logdensity_t: Callable, time: Array, conditioning: ArrayTree, a: Array, s2: Array
+    logdensity_p: Callable, conditioning: ArrayTree, a: Array, s2: Array
 ) -> Callable:
-    """``log q_k(x) = log p_t(x) - |y - a x|^2 / (2 s^2)`` up to a constant."""
+    """``log q_k(x) = log p_t(x) - |y - a x|^2 / (2 s^2)`` up to a constant.
+
+    ``logdensity_p(x)`` is ``log p_t`` at the segment's time (up to a constant).
+    """
 
     def logdensity_fn(x):
         residual = jax.tree.map(lambda yi, xi: yi - a * xi, conditioning, x)
-        return logdensity_t(x, time) - 0.5 * _vdot(residual, residual) / s2
+        return logdensity_p(x) - 0.5 * _vdot(residual, residual) / s2
 
     return logdensity_fn
 
@@ -241,7 +244,9 @@ def build_kernel(
     steps_per_segment = _inner_step_schedule(num_inner_steps, num_segments)
     steps_table = jnp.asarray(steps_per_segment)
     needs_energy = inner.needs_logdensity and steps_per_segment.max() > 0
-    if target.logdensity is None and not needs_energy:
+    if inner.energy is not None:
+        logdensity_t = None  # the inner kernel estimates log p_t itself
+    elif target.logdensity is None and not needs_energy:
         # The inner chain only ever uses the gradient of log q_k.
         logdensity_t = _zero_logdensity_with_score(target)
     else:
@@ -294,7 +299,11 @@ def build_kernel(
             gaussian_variance=gaussian_var,
             dim=dim,
         )
-        logdensity_fn = segment_logdensity(logdensity_t, t_end, y, a, s2)
+        if inner.energy is not None:
+            logdensity_p = inner.energy(target, geometry)
+        else:
+            logdensity_p = lambda x: logdensity_t(x, t_end)  # noqa: E731
+        logdensity_fn = segment_logdensity(logdensity_p, y, a, s2)
         params = inner.parameters(geometry)
         inner_state = inner.init(key_init, unravel(x0_flat), logdensity_fn)
         nfe = nfe + inner.evaluations_at_init
