@@ -20,8 +20,8 @@ approximation, so ``log p_t(x)`` is estimated *relative to one point* and BlackJ
 MALA can use it unchanged (it only ever subtracts two values).
 """
 
-from functools import lru_cache
-from typing import Callable
+from collections.abc import Callable
+from functools import cache
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +41,7 @@ __all__ = [
 QUADRATURE_RULES = ("legendre", "lobatto")
 
 
-@lru_cache(maxsize=None)
+@cache
 def quadrature_rule(rule: str, num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes and weights on ``[0, 1]`` of a Gauss–Legendre or Gauss–Lobatto rule.
 
