@@ -7,7 +7,13 @@ The top-level names follow BlackJAX: ``rtk_blackjax.rtk(...)`` builds a sampler,
 from blackjax import generate_top_level_api_from
 
 from rtk_blackjax import diffusion, metrics, targets
-from rtk_blackjax.baselines import ddim, ddpm
+from rtk_blackjax.baselines import (
+    ddim,
+    ddpm,
+    dpm_solver_pp,
+    heun_pf_ode,
+    predictor_corrector,
+)
 from rtk_blackjax.diffusion import (
     geometric_grid,
     make_grid,
@@ -35,6 +41,9 @@ __all__ = [
     "rtk",
     "ddpm",
     "ddim",
+    "dpm_solver_pp",
+    "heun_pf_ode",
+    "predictor_corrector",
     "sample",
     "SampleResult",
     "NonFiniteSamplesError",

@@ -52,7 +52,15 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--sweep", action="store_true", help="all methods x NFE {25, 105, 505}"
     )
-    bench.add_argument("--methods", default=None, help="comma list for --sweep")
+    bench.add_argument(
+        "--tune",
+        action="store_true",
+        help="grid search of t_min (and inner steps) behind the NFE policy",
+    )
+    bench.add_argument(
+        "--nfes", default=None, help="comma list of NFE for --sweep/--tune"
+    )
+    bench.add_argument("--methods", default=None, help="comma list for --sweep/--tune")
     bench.add_argument("--plot", default=None, help="PNG path for --sweep")
     bench.add_argument("--jsonl", default=None, help="append sweep rows to this file")
     return parser
@@ -110,22 +118,37 @@ def _demo(args) -> int:
 
 
 def _bench(args) -> int:
-    from rtk_blackjax.bench import METHODS, run_bench, sweep
+    from rtk_blackjax.bench import METHODS, SWEEP_NFE, run_bench, sweep, tune
 
+    methods = tuple(args.methods.split(",")) if args.methods else METHODS
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"--methods: unknown {unknown}; choose from {METHODS}")
+    nfes = tuple(int(n) for n in args.nfes.split(",")) if args.nfes else SWEEP_NFE
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    if args.tune:
+        table, _ = tune(
+            target=args.target,
+            dim=args.dim,
+            methods=methods,
+            nfes=nfes,
+            num_samples=args.num_samples,
+            seed=args.seed,
+            log=log,
+        )
+        print(table)
+        return 0
     if args.sweep:
-        methods = tuple(args.methods.split(",")) if args.methods else METHODS
-        unknown = [m for m in methods if m not in METHODS]
-        if unknown:
-            raise SystemExit(f"--methods: unknown {unknown}; choose from {METHODS}")
         table, rows = sweep(
             target=args.target,
             dim=args.dim,
             methods=methods,
+            nfes=nfes,
             num_samples=args.num_samples,
             seed=args.seed,
             plot_path=args.plot,
             jsonl_path=args.jsonl,
-            log=lambda msg: print(msg, file=sys.stderr, flush=True),
+            log=log,
         )
         print(table)
         return 0

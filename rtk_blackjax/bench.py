@@ -15,7 +15,13 @@ import jax
 import numpy as np
 
 from rtk_blackjax import metrics
-from rtk_blackjax.baselines import ddim, ddpm
+from rtk_blackjax.baselines import (
+    ddim,
+    ddpm,
+    dpm_solver_pp,
+    heun_pf_ode,
+    predictor_corrector,
+)
 from rtk_blackjax.diffusion import (
     GRID_KINDS,
     geometric_grid,
@@ -24,13 +30,14 @@ from rtk_blackjax.diffusion import (
 )
 from rtk_blackjax.driver import sample
 from rtk_blackjax.mcmc import rtk as rtk_module
-from rtk_blackjax.mcmc.inner import mala_inner
+from rtk_blackjax.mcmc.inner import mala_inner, score_mala_inner, uld_inner
 from rtk_blackjax.targets import (
     Target,
     chessboard,
     mixture_variance,
     random_mog,
     sample_mixture,
+    score_only,
 )
 
 __all__ = [
@@ -44,7 +51,9 @@ __all__ = [
     "format_table",
 ]
 
-METHODS = ("rtk-mala", "ddpm", "ddim")
+RTK_METHODS = ("rtk-mala", "rtk-mala-score", "rtk-uld", "rtk-uld-adjusted")
+BASELINE_METHODS = ("ddpm", "ddim", "dpm-solver++", "pf-ode", "pc")
+METHODS = RTK_METHODS + BASELINE_METHODS
 TARGETS = ("chessboard", "mog")
 SWEEP_NFE = (25, 105, 505)
 DEFAULT_HORIZON = 5.0
@@ -68,20 +77,68 @@ def make_target(name: str, dim: int, *, components: int = 8, seed: int = 0) -> T
 
 # --- NFE-budget policy -------------------------------------------------------------
 #
-# DDPM: geometric grid, horizon 5, final Tweedie denoise, t_min by budget. Measured
-# on chessboard (d=10 and d=100, 5000 samples, 3 reference sets) with
-# /tmp-free sweeps recorded in docs/benchmarks.md ("Tuning the baselines"): t_min
-# 1e-3 is best at 25 NFE (MA 0.986, var_bias -0.03), 3e-4 at 105 and 1e-4 at 505.
-_DDPM_T_MIN = ((25, 1e-3), (105, 3e-4), (10**9, 1e-4))
-# DDIM (deterministic, final denoise): t_min small so the denoise does not shrink
-# the variance by ~s_{t_min}^2 / var.
-_DDIM_T_MIN = ((25, 1e-3), (105, 3e-4), (10**9, 1e-4))
-# RTK-MALA: geometric grid, Gaussian predictor, one MALA step per segment
-# (NFE = 1 + K (2 + n)): at 105 NFE, K = 34, n = 1 gave MA 0.988, mode TV 0.007,
-# var_bias +0.006 at d = 10 against K = 26, n = 2 (0.986 / 0.009 / -0.005) and
-# K = 20, n = 3 (0.984 / 0.016 / +0.004).
+# Every method uses a geometric grid with horizon 5 unless told otherwise; t_min and
+# the inner steps are chosen per budget. The tables below were picked from the
+# measurements in docs/benchmarks.md ("Tuning"): chessboard d = 10 and d = 100,
+# 5000 samples, `python -m rtk_blackjax bench --method M --nfe N --t-min T --json`.
+#
+# Baselines (one table per method: (max NFE, t_min)). DDPM with final denoise:
+# t_min 1e-3 at 25 NFE (MA 0.987, var_bias -0.02 at d = 10), smaller at larger budgets
+# where the upward bias of the stiff range shrinks. The ODE solvers end with a Tweedie
+# denoise, which shrinks the variance by about s_{t_min}^2 / var: they need t_min
+# 1e-5 ... 1e-6 (DESIGN.md §1, confirmed in the tuning table).
+_BASELINE_T_MIN = {
+    "ddpm": ((25, 1e-3), (105, 2e-4), (10**9, 5e-5)),
+    "ddim": ((25, 1e-4), (105, 1e-5), (10**9, 1e-6)),
+    "dpm-solver++": ((25, 1e-5), (105, 1e-6), (10**9, 1e-6)),
+    "pf-ode": ((25, 1e-4), (105, 1e-5), (10**9, 1e-6)),
+    "pc": ((25, 1e-3), (105, 2e-4), (10**9, 5e-5)),
+}
+# RTK methods: geometric grid, Gaussian predictor, one inner step per segment and as
+# many segments as the budget allows (NFE = 1 + K (fixed + n)). At 105 NFE, d = 10,
+# RTK-MALA with K = 34, n = 1 had MA 0.988, mode TV 0.007, var_bias +0.006, against
+# K = 26, n = 2 (0.986 / 0.009 / -0.005) and K = 20, n = 3 (0.984 / 0.016 / +0.004);
+# at 25 NFE K = 8, n = 1 beat schedules that spend the steps only at the end
+# (mode TV 0.050 against 0.054-0.073, d = 10, two seeds).
 _RTK_T_MIN = ((25, 1e-3), (105, 1e-3), (10**9, 3e-4))
 _RTK_INNER_STEPS = 1
+# Unadjusted ULD: h = 0.3 / sqrt(curvature). At d = 100, 103 NFE: step_scale 0.1 /
+# 0.3 / 0.6 / 1.0 gave var_bias -0.0008 / +0.0001 / +0.014 / +0.079.
+_ULD_STEP_SCALE = 0.3
+# Score-only MALA: trapezoid (Gauss-Lobatto, 2 nodes) is free given the gradient and
+# exact where q_k is near Gaussian; at d = 100 / 105 NFE it matched 3-node Lobatto
+# (var_bias -0.002 vs +0.0004) with 26 instead of 17 segments.
+_SCORE_RULE, _SCORE_NODES = "lobatto", 2
+
+
+def _rtk_inner(method: str, step_scale: float):
+    if method == "rtk-mala":
+        return mala_inner(step_scale), "blackjax.mala"
+    if method == "rtk-mala-score":
+        inner = score_mala_inner(step_scale, rule=_SCORE_RULE, num_nodes=_SCORE_NODES)
+        return inner, f"blackjax.mala + {_SCORE_RULE}-{_SCORE_NODES} energy"
+    if method == "rtk-uld":
+        return uld_inner(step_scale=_ULD_STEP_SCALE), "uld (unadjusted)"
+    return uld_inner(adjusted=True), "uld (OBABO, adjusted)"
+
+
+def _baseline(method: str, target: Target, times):
+    if method == "ddpm":
+        return ddpm(target, times)
+    if method == "ddim":
+        return ddim(target, times)
+    if method == "dpm-solver++":
+        return dpm_solver_pp(target, times)
+    if method == "pf-ode":
+        return heun_pf_ode(target, times)
+    return predictor_corrector(target, times)
+
+
+def _baseline_nfe(method: str, num_segments: int) -> int:
+    """Score evaluations of a baseline on a grid (the segment to 0 costs one)."""
+    if method in ("pf-ode", "pc"):
+        return 2 * (num_segments - 1) + 1
+    return num_segments
 
 
 def _by_budget(table, nfe: int):
@@ -132,6 +189,8 @@ def configure(
         raise ValueError("give an NFE budget (nfe) or the number of segments")
     if nfe is not None and (isinstance(nfe, bool) or int(nfe) != nfe or nfe < 1):
         raise ValueError(f"nfe must be a positive integer, got {nfe!r}")
+    if segments is not None and (int(segments) != segments or segments < 1):
+        raise ValueError(f"segments must be a positive integer, got {segments!r}")
     grid = grid or "geometric"
     if grid not in GRID_KINDS:
         raise ValueError(f"grid must be one of {GRID_KINDS}, got {grid!r}")
@@ -139,20 +198,25 @@ def configure(
     target_l = _curvature_bound(target) if grid == "theory" else None
     budget = nfe if nfe is not None else 10**9
 
-    if method in ("ddpm", "ddim"):
+    if method not in RTK_METHODS:
         if inner_steps not in (None, 0):
             raise ValueError(f"inner_steps does not apply to {method}")
-        num_segments = segments if segments is not None else int(nfe)
-        table = _DDPM_T_MIN if method == "ddpm" else _DDIM_T_MIN
-        t_min = t_min if t_min is not None else _by_budget(table, budget)
-        times = _grid(grid, num_segments, t_min, horizon, target_l)
+        if segments is None:
+            # largest grid whose NFE fits the budget
+            segments = (
+                int(nfe) if method not in ("pf-ode", "pc") else (int(nfe) + 1) // 2
+            )
+        t_min = (
+            t_min if t_min is not None else _by_budget(_BASELINE_T_MIN[method], budget)
+        )
+        times = _grid(grid, segments, t_min, horizon, target_l)
         num_segments = int(times.shape[0]) - 1
-        if num_segments > budget:
+        expected = _baseline_nfe(method, num_segments)
+        if expected > budget:
             raise ValueError(
                 f"nfe={nfe} is too small for {method} on this grid: it needs "
-                f"{num_segments} score evaluations (one per segment)"
+                f"{expected} score evaluations"
             )
-        builder = ddpm if method == "ddpm" else ddim
         config = {
             "segments": num_segments,
             "inner_steps": 0,
@@ -160,12 +224,15 @@ def configure(
             "t_min": t_min if grid == "geometric" else None,
             "horizon": horizon,
             "final_denoise": True,
-            "expected_nfe": num_segments,
+            "expected_nfe": expected,
         }
-        return BenchConfig(builder(target, times), config)
+        return BenchConfig(_baseline(method, target, times), config)
 
-    # rtk-mala: NFE = 1 + sum_k (2 + n_k)
-    per_segment_fixed = 2
+    inner, inner_name = _rtk_inner(method, step_scale)
+    if method in ("rtk-mala-score", "rtk-uld"):
+        target = score_only(target)  # honest: these must not touch the exact energy
+    per_segment_fixed = 1 + inner.evaluations_at_init + (inner.gradient_of is None)
+    per_step = inner.evaluations_per_step
     if inner_steps is None:
         inner_steps = _RTK_INNER_STEPS
     steps_list = None if np.ndim(inner_steps) == 0 else [int(s) for s in inner_steps]
@@ -175,11 +242,13 @@ def configure(
         elif steps_list is not None:
             segments = len(steps_list)
         else:
-            segments = (int(nfe) - 1) // (per_segment_fixed + int(inner_steps))
+            segments = (int(nfe) - 1) // (
+                per_segment_fixed + per_step * int(inner_steps)
+            )
         if segments < 1:
             raise ValueError(
-                f"nfe={nfe} is too small for rtk-mala: one segment with "
-                f"{inner_steps} inner steps needs {1 + per_segment_fixed + inner_steps}"
+                f"nfe={nfe} is too small for {method}: one segment with {inner_steps} "
+                f"inner steps needs {1 + per_segment_fixed + per_step * inner_steps}"
             )
     t_min = t_min if t_min is not None else _by_budget(_RTK_T_MIN, budget)
     times = _grid(grid, segments, t_min, horizon, target_l)
@@ -194,27 +263,25 @@ def configure(
             f"inner_steps has {schedule.shape[0]} entries but the grid has "
             f"{num_segments} segments"
         )
-    expected = 1 + int(np.sum(per_segment_fixed + schedule))
+    expected = 1 + int(np.sum(per_segment_fixed + per_step * schedule))
     if expected > budget:
         raise ValueError(
-            f"nfe={nfe} is too small for rtk-mala with {num_segments} segments and "
+            f"nfe={nfe} is too small for {method} with {num_segments} segments and "
             f"inner_steps={schedule.tolist()}: that needs {expected} evaluations "
-            f"(1 + segments x (2 + inner steps))"
+            f"(1 + segments x ({per_segment_fixed} + {per_step} x inner steps))"
         )
     algorithm = rtk_module.as_top_level_api(
-        target, times, mala_inner(step_scale), schedule, predictor="gaussian"
+        target, times, inner, schedule, predictor="gaussian"
     )
+    uniform_steps = bool(np.all(schedule == schedule[0]))
     config = {
         "segments": num_segments,
-        "inner_steps": int(schedule[0])
-        if np.all(schedule == schedule[0])
-        else schedule.tolist(),
+        "inner_steps": int(schedule[0]) if uniform_steps else schedule.tolist(),
         "grid": grid,
         "t_min": t_min if grid == "geometric" else None,
         "horizon": horizon,
         "predictor": "gaussian",
-        "inner_kernel": "blackjax.mala",
-        "step_size_rule": f"{step_scale} * d^(-1/3) * v_q (v_q: Gaussian approx. of q_k)",
+        "inner_kernel": inner_name,
         "expected_nfe": expected,
     }
     return BenchConfig(algorithm, config)
@@ -418,3 +485,74 @@ def plot_sweep(rows: list[dict], floor: dict | None, path: str, title: str = "")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def tune(
+    *,
+    target: str = "chessboard",
+    dim: int = 100,
+    methods=METHODS,
+    nfes=SWEEP_NFE,
+    t_mins=(1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 1e-6),
+    inner_steps=(1, 2, 3),
+    num_samples: int = 5000,
+    seed: int = 0,
+    log=print,
+) -> tuple[str, list[dict]]:
+    """Grid search behind the NFE-budget policy: ``t_min`` (and inner steps for RTK).
+
+    For every (method, NFE) it runs every candidate and marks the one with the
+    smallest ``|var_bias| + mode_tv`` (both near their noise floors when a method is
+    good; marginal accuracy is too coarse to choose by). The tables in this module
+    were set from its output; see docs/benchmarks.md.
+    """
+    rows = []
+    for method in methods:
+        steps_options = inner_steps if method in RTK_METHODS else (None,)
+        for nfe in nfes:
+            candidates = []
+            for t_min in t_mins:
+                for steps in steps_options:
+                    try:
+                        row = run_bench(
+                            target=target,
+                            dim=dim,
+                            method=method,
+                            nfe=nfe,
+                            num_samples=num_samples,
+                            seed=seed,
+                            t_min=t_min,
+                            inner_steps=steps,
+                            noise_floor=False,
+                        )
+                    except ValueError as err:  # e.g. budget too small for the steps
+                        log(
+                            f"skip {method} nfe={nfe} t_min={t_min} steps={steps}: {err}"
+                        )
+                        continue
+                    row["t_min"] = t_min
+                    row["steps"] = row["config"]["inner_steps"]
+                    row["segments"] = row["config"]["segments"]
+                    row["score"] = abs(row["var_bias"]) + row["mode_tv"]
+                    candidates.append(row)
+                    log(
+                        f"{method} nfe={row['nfe']} t_min={t_min:g} steps={steps} "
+                        f"var_bias={row['var_bias']:+.4f} mode_tv={row['mode_tv']:.4f}"
+                    )
+            if candidates:
+                best = min(candidates, key=lambda r: r["score"])
+                for row in candidates:
+                    row["best"] = "**best**" if row is best else ""
+                rows.extend(candidates)
+    columns = [
+        ("method", "method"),
+        ("nfe", "NFE"),
+        ("t_min", "t_min"),
+        ("segments", "K"),
+        ("steps", "inner"),
+        ("var_bias", "var_bias"),
+        ("mode_tv", "mode TV"),
+        ("marginal_accuracy", "marg. acc."),
+        ("best", ""),
+    ]
+    return format_table(rows, columns), rows

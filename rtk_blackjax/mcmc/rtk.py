@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from rtk_blackjax.diffusion import transition_coefs, validate_grid
+from rtk_blackjax.diffusion import ou_variance, transition_coefs, validate_grid
 from rtk_blackjax.mcmc.inner import InnerKernel, SegmentGeometry, mala_inner
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
@@ -57,6 +57,8 @@ __all__ = [
 ]
 
 PREDICTORS = ("gaussian", "ddpm", "tweedie")
+# Floor of q_k's variance relative to s^2/a^2 (only binds on the segment to t = 0).
+_MIN_VARIANCE_FACTOR = 1e-4
 CURVATURES = ("secant", "none")
 
 
@@ -272,10 +274,15 @@ def build_kernel(
             nfe = nfe + 1
         else:
             lam = jnp.zeros((), y_flat.dtype)
-        # q_k's covariance (s^2/a^2)(I + s^2 ∇score(y)) is PSD for an exact score,
-        # so λ < 1/s^2; clip so that noisy estimates keep a positive variance.
-        lam = jnp.minimum(lam, 0.999 / s2)
-        gaussian_var = (s2 / a**2) * (1.0 - s2 * lam)
+        # An OU-diffused density has curvature <= 1 / s_t^2 (p_t is p_0 convolved
+        # with N(0, s_t^2)), so λ <= 1 / s_{t_start}^2, and then q_k's variance
+        # (s^2/a^2)(1 - s^2 λ) is at least s^2 s_{t_end}^2 / s_{t_start}^2. Clipping
+        # to that bound matters on long segments (s^2 ≈ 1, a tiny), where a secant
+        # error of 1e-4 would otherwise flip the variance's sign or scale.
+        s2_start, s2_end = ou_variance(t_start), ou_variance(t_end)
+        lam = jnp.minimum(lam, 1.0 / s2_start)
+        factor = jnp.maximum(1.0 - s2 * lam, a**2 * s2_end / s2_start)
+        gaussian_var = (s2 / a**2) * jnp.maximum(factor, _MIN_VARIANCE_FACTOR)
 
         noise = jax.random.normal(key_predictor, (dim,), y_flat.dtype)
         if predictor == "gaussian":

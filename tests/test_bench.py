@@ -1,0 +1,88 @@
+"""Benchmark policy and CLI: budgets respected, JSON fields present, clear errors."""
+
+import json
+
+import jax
+import pytest
+
+import rtk_blackjax as rb
+from rtk_blackjax import bench
+from rtk_blackjax.__main__ import main
+
+
+@pytest.mark.parametrize("method", bench.METHODS)
+@pytest.mark.parametrize("nfe", [25, 105])
+def test_policy_fits_the_budget_and_reports_true_nfe(method, nfe):
+    target = rb.targets.chessboard(dim=3)
+    cfg = bench.configure(method, target, nfe=nfe)
+    assert cfg.config["expected_nfe"] <= nfe
+    result = rb.sample(jax.random.key(0), cfg.algorithm, 4, dim=3)
+    assert result.num_evaluations == cfg.config["expected_nfe"]
+    if method.startswith("rtk"):
+        # a real RTK configuration: it takes inner MCMC steps
+        assert cfg.config["inner_steps"] >= 1
+
+
+def test_score_only_methods_never_see_the_exact_energy():
+    target = rb.targets.chessboard(dim=3)
+    for method in ("rtk-mala-score", "rtk-uld"):
+        cfg = bench.configure(method, target, nfe=25)
+        # build a target whose log density explodes if it is ever called
+        poisoned = target._replace(logdensity=lambda x, t: 1 / 0)
+        cfg = bench.configure(method, poisoned, nfe=25)
+        rb.sample(jax.random.key(0), cfg.algorithm, 2, dim=3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(method="rtk-mala", nfe=3), "too small"),
+        (dict(method="pf-ode", nfe=25, segments=40), "too small"),
+        (dict(method="ddpm", nfe=0), "nfe"),
+        (dict(method="euler", nfe=25), "method"),
+        (dict(method="rtk-mala", nfe=25, grid="cosine"), "grid"),
+        (dict(method="ddpm", nfe=25, inner_steps=2), "inner_steps"),
+        (dict(method="rtk-mala", nfe=105, segments=3, inner_steps=[1, 1]), "entries"),
+    ],
+)
+def test_configure_rejects_bad_requests(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        bench.configure(target=rb.targets.chessboard(dim=2), **kwargs)
+
+
+def test_cli_json_has_the_documented_fields(capsys):
+    code = main(
+        ["bench", "--dim", "3", "--method", "rtk-mala", "--nfe", "25"]
+        + ["--num-samples", "300", "--json"]
+    )
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in (
+        "target dim method config nfe num_samples marginal_accuracy mode_tv "
+        "var_rel_err var_bias sliced_w2 mmd acceptance wall_s noise_floor"
+    ).split():
+        assert key in out, key
+    for key in ("segments", "inner_steps", "grid", "step_size"):
+        assert key in out["config"], key
+    assert out["nfe"] <= 25
+    assert 0 < out["acceptance"] <= 1
+
+
+def test_cli_reports_bad_budget_as_an_error(capsys):
+    assert main(["bench", "--method", "rtk-mala", "--nfe", "2", "--json"]) == 2
+    assert "too small" in capsys.readouterr().err
+
+
+def test_sweep_writes_table_and_plot(tmp_path):
+    png = tmp_path / "sweep.png"
+    table, rows = bench.sweep(
+        dim=3,
+        methods=("ddpm", "rtk-mala"),
+        nfes=(25,),
+        num_samples=300,
+        plot_path=str(png),
+        log=lambda _: None,
+    )
+    assert png.stat().st_size > 1000
+    assert table.count("\n") == 4  # header, separator, 2 methods, noise floor
+    assert {r["method"] for r in rows} == {"ddpm", "rtk-mala"}
