@@ -4,7 +4,7 @@ The top-level names follow BlackJAX: ``rtk_blackjax.rtk(...)`` builds a sampler,
 ``rtk_blackjax.rtk.init`` / ``.build_kernel`` are the low-level pieces.
 """
 
-from blackjax import generate_top_level_api_from
+from blackjax import GenerateSamplingAPI, generate_top_level_api_from
 
 from rtk_blackjax import diffusion, metrics, targets
 from rtk_blackjax.baselines import (
@@ -23,6 +23,7 @@ from rtk_blackjax.diffusion import (
 )
 from rtk_blackjax.driver import NonFiniteSamplesError, SampleResult, sample
 from rtk_blackjax.mcmc import rtk as _rtk
+from rtk_blackjax.mcmc import uld as _uld
 from rtk_blackjax.mcmc.inner import (
     InnerKernel,
     SegmentGeometry,
@@ -34,11 +35,17 @@ from rtk_blackjax.mcmc.inner import (
 )
 
 rtk = generate_top_level_api_from(_rtk)
+uld = generate_top_level_api_from(_uld)
+uld_adjusted = GenerateSamplingAPI(
+    _uld.adjusted_as_top_level_api, _uld.init, _uld.build_adjusted_kernel
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "rtk",
+    "uld",
+    "uld_adjusted",
     "ddpm",
     "ddim",
     "dpm_solver_pp",

@@ -13,7 +13,7 @@ whose invariant distribution is :math:`\\pi(z)\\,\\mathcal{N}(v; 0, I)`.
 Two kernels are provided:
 
 * ``build_kernel`` / ``as_top_level_api``: the *unadjusted* scheme of
-  :cite:p:`cheng2018underdamped`, which integrates the SDE exactly with the
+  Cheng, Chatterji, Bartlett and Jordan (2018, "Underdamped Langevin MCMC: a non-asymptotic analysis"), which integrates the SDE exactly with the
   gradient frozen at the start of the step. It is biased (first order in the
   step size, see :func:`stationary_variance`) but uses a single gradient
   evaluation per step.
@@ -249,7 +249,7 @@ def build_kernel():
 
     One step integrates the underdamped Langevin SDE exactly over a time
     ``step_size`` (:math:`h`) with the gradient :math:`g = \\nabla\\log\\pi(z)`
-    frozen at the current position :cite:p:`cheng2018underdamped`. Writing
+    frozen at the current position Cheng, Chatterji, Bartlett and Jordan (2018, "Underdamped Langevin MCMC: a non-asymptotic analysis"). Writing
     :math:`\\gamma` for the friction and :math:`e = \\exp(-\\gamma h)`:
 
     .. math::
