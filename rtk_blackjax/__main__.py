@@ -61,8 +61,15 @@ def _build_parser() -> argparse.ArgumentParser:
         "--nfes", default=None, help="comma list of NFE for --sweep/--tune"
     )
     bench.add_argument("--methods", default=None, help="comma list for --sweep/--tune")
-    bench.add_argument("--plot", default=None, help="PNG path for --sweep")
+    bench.add_argument("--plot", default=None, help="PNG path for --sweep/--report")
+    bench.add_argument("--title", default=None, help="plot title for --report")
     bench.add_argument("--jsonl", default=None, help="append sweep rows to this file")
+    bench.add_argument(
+        "--report",
+        nargs="+",
+        default=None,
+        help="print the table (and --plot) of rows saved with --jsonl",
+    )
     return parser
 
 
@@ -118,7 +125,14 @@ def _demo(args) -> int:
 
 
 def _bench(args) -> int:
-    from rtk_blackjax.bench import METHODS, SWEEP_NFE, run_bench, sweep, tune
+    from rtk_blackjax.bench import (
+        METHODS,
+        SWEEP_NFE,
+        report,
+        run_bench,
+        sweep,
+        tune,
+    )
 
     methods = tuple(args.methods.split(",")) if args.methods else METHODS
     unknown = [m for m in methods if m not in METHODS]
@@ -126,6 +140,9 @@ def _bench(args) -> int:
         raise ValueError(f"--methods: unknown {unknown}; choose from {METHODS}")
     nfes = tuple(int(n) for n in args.nfes.split(",")) if args.nfes else SWEEP_NFE
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    if args.report:
+        print(report(args.report, plot_path=args.plot, title=args.title or ""))
+        return 0
     if args.tune:
         table, _ = tune(
             target=args.target,

@@ -86,3 +86,20 @@ def test_sweep_writes_table_and_plot(tmp_path):
     assert png.stat().st_size > 1000
     assert table.count("\n") == 4  # header, separator, 2 methods, noise floor
     assert {r["method"] for r in rows} == {"ddpm", "rtk-mala"}
+
+
+def test_report_rebuilds_the_table_from_saved_rows(tmp_path, capsys):
+    rows = tmp_path / "rows.jsonl"
+    bench.sweep(
+        dim=2,
+        methods=("ddim",),
+        nfes=(25,),
+        num_samples=200,
+        jsonl_path=str(rows),
+        log=lambda _: None,
+    )
+    png = tmp_path / "report.png"
+    assert main(["bench", "--report", str(rows), "--plot", str(png)]) == 0
+    table = capsys.readouterr().out
+    assert "| ddim | 25 |" in table and "noise floor" in table
+    assert png.exists()

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Regenerate every number, table and plot in docs/benchmarks.md (about 40 minutes on
+# 2 CPU cores). Usage: bash docs/regenerate.sh [methods]   (default: all methods)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+METHODS=${1:-rtk-mala,rtk-mala-score,rtk-uld,rtk-uld-adjusted,ddpm,ddim,dpm-solver++,pf-ode,pc}
+mkdir -p docs/data
+for spec in "10 5000" "100 5000" "1000 2000"; do
+    set -- $spec
+    d=$1; n=$2
+    out=docs/data/sweep_d${d}.jsonl
+    rm -f "$out"
+    $PY -m rtk_blackjax bench --sweep --dim "$d" --num-samples "$n" \
+        --methods "$METHODS" --jsonl "$out" > /dev/null
+    $PY -m rtk_blackjax bench --report "$out" --plot "docs/sweep_d${d}.png" \
+        --title "chessboard d=$d, $n samples" > "docs/data/sweep_d${d}.md"
+done
+# the grid search behind the NFE-budget policy (rtk_blackjax/bench.py)
+$PY -m rtk_blackjax bench --tune --dim 100 \
+    --methods ddpm,ddim,dpm-solver++,pf-ode,pc > docs/data/tune_baselines_d100.md
+$PY -c "
+from rtk_blackjax import bench
+print(bench.tune(dim=100, methods=bench.RTK_METHODS, t_mins=(1e-3, 3e-4, 1e-4), log=lambda m: None)[0])
+" > docs/data/tune_rtk_d100.md
