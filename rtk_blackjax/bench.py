@@ -96,14 +96,19 @@ _BASELINE_T_MIN = {
     "pf-ode": ((25, 3e-4), (105, 3e-5), (10**9, 1e-5)),
     "pc": ((25, 1e-3), (105, 3e-4), (10**9, 3e-5)),
 }
-# RTK methods: geometric grid, Gaussian predictor, one inner step per segment and as
-# many segments as the budget allows (NFE = 1 + K (fixed + n)). At 105 NFE, d = 10,
-# RTK-MALA with K = 34, n = 1 had MA 0.988, mode TV 0.007, var_bias +0.006, against
-# K = 26, n = 2 (0.986 / 0.009 / -0.005) and K = 20, n = 3 (0.984 / 0.016 / +0.004);
-# at 25 NFE K = 8, n = 1 beat schedules that spend the steps only at the end
-# (mode TV 0.050 against 0.054-0.073, d = 10, two seeds).
-_RTK_T_MIN = ((25, 1e-3), (105, 1e-3), (10**9, 3e-4))
-_RTK_INNER_STEPS = 1
+# RTK methods: geometric grid, Gaussian predictor, as many segments as the budget
+# allows for the chosen inner steps (NFE = 1 + K (fixed + n)). (max NFE, t_min, n)
+# per method, each the argmin of |var_bias| + mode TV over t_min in {1e-3, 3e-4,
+# 1e-4} x n in {1, 2, 3} from `bench.tune(dim=100, methods=RTK_METHODS, ...)`
+# (docs/data/tune_rtk_d100.md). At 25 NFE every method prefers n = 1 (more
+# segments); differences between the runner-up settings at 105/505 NFE are within
+# the mode-TV noise (~0.005).
+_RTK_POLICY = {
+    "rtk-mala": ((25, 1e-3, 1), (105, 3e-4, 1), (10**9, 3e-4, 2)),
+    "rtk-mala-score": ((25, 1e-3, 1), (105, 1e-3, 1), (10**9, 1e-4, 3)),
+    "rtk-uld": ((25, 1e-3, 1), (105, 1e-3, 1), (10**9, 1e-4, 1)),
+    "rtk-uld-adjusted": ((25, 1e-3, 1), (105, 1e-3, 3), (10**9, 1e-4, 2)),
+}
 # Unadjusted ULD: h = 0.3 / sqrt(curvature). At d = 100, 103 NFE: step_scale 0.1 /
 # 0.3 / 0.6 / 1.0 gave var_bias -0.0008 / +0.0001 / +0.014 / +0.079.
 _ULD_STEP_SCALE = 0.3
@@ -141,6 +146,13 @@ def _baseline_nfe(method: str, num_segments: int) -> int:
     if method in ("pf-ode", "pc"):
         return 2 * (num_segments - 1) + 1
     return num_segments
+
+
+def _rtk_policy(method: str, nfe: int) -> tuple[float, int]:
+    for limit, t_min, steps in _RTK_POLICY[method]:
+        if nfe <= limit:
+            return t_min, steps
+    return _RTK_POLICY[method][-1][1:]
 
 
 def _by_budget(table, nfe: int):
@@ -235,8 +247,9 @@ def configure(
         target = score_only(target)  # honest: these must not touch the exact energy
     per_segment_fixed = 1 + inner.evaluations_at_init + (inner.gradient_of is None)
     per_step = inner.evaluations_per_step
+    policy_t_min, policy_steps = _rtk_policy(method, budget)
     if inner_steps is None:
-        inner_steps = _RTK_INNER_STEPS
+        inner_steps = policy_steps
     steps_list = None if np.ndim(inner_steps) == 0 else [int(s) for s in inner_steps]
     if segments is None:
         if grid == "theory":
@@ -252,7 +265,7 @@ def configure(
                 f"nfe={nfe} is too small for {method}: one segment with {inner_steps} "
                 f"inner steps needs {1 + per_segment_fixed + per_step * inner_steps}"
             )
-    t_min = t_min if t_min is not None else _by_budget(_RTK_T_MIN, budget)
+    t_min = t_min if t_min is not None else policy_t_min
     times = _grid(grid, segments, t_min, horizon, target_l)
     num_segments = int(times.shape[0]) - 1
     schedule = (
