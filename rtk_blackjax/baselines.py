@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rtk_blackjax.diffusion import ou_mean_coef, ou_variance, validate_grid
-from rtk_blackjax.mcmc.rtk import DiffusionAlgorithm, _all_finite
+from rtk_blackjax.mcmc.rtk import DiffusionAlgorithm, _all_finite, check_position
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
 
@@ -120,7 +120,7 @@ def _build(target: Target, times, update: Callable) -> DiffusionAlgorithm:
 
     def init_fn(position: ArrayLikeTree, rng_key: PRNGKey | None = None):
         del rng_key
-        position = jax.tree.map(jnp.asarray, position)
+        position = _as_position(position)
         return DiffusionState(
             position, jnp.asarray(0, jnp.int32), jnp.asarray(0, jnp.int32)
         )
@@ -185,8 +185,9 @@ def ddpm(target: Target, times, final_denoise: bool = True) -> DiffusionAlgorith
     >>> rb.sample(jax.random.key(0), sampler, 10, dim=2).samples.shape
     (10, 2)
     """
-
-    return _build(target, times, _ddpm_update(final_denoise))
+    if not isinstance(final_denoise, (bool, np.bool_)):
+        raise TypeError(f"final_denoise must be True or False, got {final_denoise!r}")
+    return _build(target, times, _ddpm_update(bool(final_denoise)))
 
 
 def ddim(target: Target, times) -> DiffusionAlgorithm:
@@ -242,7 +243,7 @@ def _tree_normal(rng_key: PRNGKey, like: ArrayTree) -> ArrayTree:
 
 
 def _as_position(position: ArrayLikeTree) -> ArrayTree:
-    return jax.tree.map(jnp.asarray, position)
+    return check_position(position)
 
 
 def _int(value) -> Array:
@@ -545,7 +546,7 @@ def predictor_corrector(
         raise ValueError(f"snr must be a positive number, got {snr!r}") from err
     if not (np.isfinite(snr) and snr > 0.0):
         raise ValueError(f"snr must be a positive finite number, got {snr!r}")
-    if step_rule not in ("noise", "snr"):
+    if not isinstance(step_rule, str) or step_rule not in ("noise", "snr"):
         raise ValueError(f"step_rule must be 'noise' or 'snr', got {step_rule!r}")
     predictor = _ddpm_update(final_denoise=True)
 

@@ -52,21 +52,55 @@ def transition_coefs(t_from: ArrayLike, t_to: ArrayLike) -> tuple[Array, Array]:
     return jnp.exp(-h), -jnp.expm1(-2.0 * h)
 
 
-def _check_positive(name: str, value: float) -> float:
+# More segments than this is a mistake (and would not fit in memory).
+MAX_SEGMENTS = 10**7
+# Grid constructors refuse longer horizons: p_T is N(0, I) to float precision long
+# before (the OU process forgets its start like e^{-T}), and huge times overflow.
+MAX_HORIZON = 1e4
+
+
+def _real_array(value, name: str) -> np.ndarray:
+    """``value`` as a float64 NumPy array; ``TypeError`` naming ``name`` for
+    non-numeric, boolean or complex input (which ``np.asarray(..., float)`` would
+    silently convert or truncate)."""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as err:  # e.g. ragged nested lists
+        raise ValueError(
+            f"{name} must be a rectangular array of numbers: {err}"
+        ) from err
+    if arr.dtype == np.bool_ or not (
+        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+    ):
+        raise TypeError(
+            f"{name} must be an array of real numbers, got dtype {arr.dtype}"
+        )
+    return arr.astype(np.float64)
+
+
+def _check_positive(name: str, value: float, maximum: float | None = None) -> float:
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a positive number, got {value!r}")
     try:
         value = float(value)
     except (TypeError, ValueError) as err:
         raise TypeError(f"{name} must be a positive number, got {value!r}") from err
     if not math.isfinite(value) or value <= 0.0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum:g}, got {value!r}")
     return value
 
 
-def _check_count(name: str, value: int, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+def _check_count(
+    name: str, value: int, minimum: int = 1, maximum: int | None = None
+) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {value}")
     return int(value)
 
 
@@ -86,26 +120,34 @@ def validate_grid(times: ArrayLike) -> Array:
     >>> validate_grid([2.0, 1.0, 0.0]).tolist()
     [2.0, 1.0, 0.0]
     """
-    arr = np.asarray(times, dtype=np.float64)
+    arr = _real_array(times, "times")
     if arr.ndim != 1 or arr.shape[0] < 2:
         raise ValueError(
             "times must be a 1-D array with at least 2 entries (horizon, ..., 0), "
             f"got shape {arr.shape}"
         )
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("times must be finite, got non-finite entries")
-    if arr[0] <= 0.0:
-        raise ValueError(f"times[0] (the horizon) must be positive, got {arr[0]}")
     if arr[-1] != 0.0:
         raise ValueError(f"times must end at 0, got times[-1] = {arr[-1]}")
+    # Check the grid the samplers will see: in float32 (the default) huge times
+    # overflow and nearby (or tiny) ones merge.
+    dtype = np.dtype(jnp.result_type(float))
+    with np.errstate(over="ignore"):
+        arr = arr.astype(dtype)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(
+            f"times must be finite (in {dtype.name}), got non-finite entries"
+        )
+    if arr[0] <= 0.0:
+        raise ValueError(f"times[0] (the horizon) must be positive, got {arr[0]}")
     steps = np.diff(arr)
     if np.any(steps >= 0.0):
         bad = int(np.argmax(steps >= 0.0))
         raise ValueError(
-            "times must be strictly decreasing (reverse time, horizon first), but "
-            f"times[{bad}] = {arr[bad]} <= times[{bad + 1}] = {arr[bad + 1]}"
+            f"times must be strictly decreasing in {dtype.name} (reverse time, "
+            f"horizon first), but times[{bad}] = {arr[bad]} <= times[{bad + 1}] = "
+            f"{arr[bad + 1]}"
         )
-    return jnp.asarray(arr, dtype=jnp.result_type(float))
+    return jnp.asarray(arr, dtype=dtype)
 
 
 def uniform_grid(num_segments: int, horizon: float = 5.0) -> Array:
@@ -116,9 +158,11 @@ def uniform_grid(num_segments: int, horizon: float = 5.0) -> Array:
     >>> uniform_grid(4, horizon=2.0).tolist()
     [2.0, 1.5, 1.0, 0.5, 0.0]
     """
-    num_segments = _check_count("num_segments", num_segments)
-    horizon = _check_positive("horizon", horizon)
-    return validate_grid(np.linspace(horizon, 0.0, num_segments + 1))
+    num_segments = _check_count("num_segments", num_segments, maximum=MAX_SEGMENTS)
+    horizon = _check_positive("horizon", horizon, MAX_HORIZON)
+    return _grid_from(
+        np.linspace(horizon, 0.0, num_segments + 1), num_segments, horizon
+    )
 
 
 def geometric_grid(
@@ -137,15 +181,29 @@ def geometric_grid(
     >>> [round(t, 3) for t in geometric_grid(3, horizon=1.0, t_min=0.01).tolist()]
     [1.0, 0.1, 0.01, 0.0]
     """
-    num_segments = _check_count("num_segments", num_segments)
-    horizon = _check_positive("horizon", horizon)
-    t_min = _check_positive("t_min", t_min)
+    num_segments = _check_count("num_segments", num_segments, maximum=MAX_SEGMENTS)
+    horizon = _check_positive("horizon", horizon, MAX_HORIZON)
+    t_min = _check_positive("t_min", t_min, MAX_HORIZON)
     if num_segments == 1:
         return validate_grid([horizon, 0.0])
     if t_min >= horizon:
         raise ValueError(f"t_min must be smaller than horizon={horizon}, got {t_min}")
     positive = np.geomspace(horizon, t_min, num_segments)
-    return validate_grid(np.concatenate([positive, [0.0]]))
+    times = np.concatenate([positive, [0.0]])
+    return _grid_from(times, num_segments, horizon, t_min=t_min)
+
+
+def _grid_from(times: np.ndarray, num_segments: int, horizon: float, **more) -> Array:
+    """``validate_grid(times)`` with an error naming the constructor's arguments
+    (e.g. segments too short to stay distinct in float32)."""
+    try:
+        return validate_grid(times)
+    except ValueError as err:
+        args = ", ".join(
+            f"{k}={v!r}"
+            for k, v in dict(num_segments=num_segments, horizon=horizon, **more).items()
+        )
+        raise ValueError(f"{args} do not give a valid grid: {err}") from err
 
 
 def theory_segment_length(smoothness: float) -> float:
@@ -171,8 +229,14 @@ def theory_grid(smoothness: float, horizon: float = 5.0) -> Array:
     5
     """
     eta = theory_segment_length(smoothness)
-    horizon = _check_positive("horizon", horizon)
-    return uniform_grid(max(1, math.ceil(horizon / eta - 1e-12)), horizon)
+    horizon = _check_positive("horizon", horizon, MAX_HORIZON)
+    num_segments = max(1, math.ceil(horizon / eta - 1e-12))
+    if num_segments > MAX_SEGMENTS:
+        raise ValueError(
+            f"smoothness={smoothness} and horizon={horizon} need {num_segments:.3g} "
+            f"segments, more than {MAX_SEGMENTS}; the curvature bound is too large"
+        )
+    return uniform_grid(num_segments, horizon)
 
 
 def make_grid(
@@ -188,6 +252,8 @@ def make_grid(
     ``"theory"`` needs ``smoothness`` (the curvature bound L) and ignores
     ``num_segments``; the others need ``num_segments``.
     """
+    if not isinstance(kind, str) or kind not in GRID_KINDS:
+        raise ValueError(f"grid kind must be one of {GRID_KINDS}, got {kind!r}")
     if kind == "uniform":
         return uniform_grid(_required("num_segments", num_segments, kind), horizon)
     if kind == "geometric":

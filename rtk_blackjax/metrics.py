@@ -69,7 +69,7 @@ _WEIGHT_SUM_ATOL = 1e-5
 def _as_samples(a: ArrayLike, name: str, *, min_samples: int = 2) -> Array:
     """Validate a ``(num_samples, dim)`` sample array and return it as jax array."""
     is_device = isinstance(a, jax.Array)
-    arr = a if is_device else np.asarray(a)
+    arr = a if is_device else _host_array(a, name)
     if arr.ndim != 2:
         raise ValueError(
             f"{name} must be a 2-D array (num_samples, dim), got shape {arr.shape}"
@@ -123,9 +123,29 @@ def _check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
     return int(value)
 
 
+def _host_array(value: Any, name: str) -> np.ndarray:
+    """``np.asarray(value)`` with an error naming ``name`` (ragged lists, objects)."""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a rectangular numeric array: {err}") from err
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or (
+        np.issubdtype(arr.dtype, np.complexfloating)
+    ):
+        raise ValueError(f"{name} must be real-valued, got dtype {arr.dtype}")
+    return arr
+
+
 def _check_key(rng_key: Any, name: str = "rng_key") -> None:
     if rng_key is None:
         raise ValueError(f"{name} must be a JAX PRNG key, got None")
+    dtype = getattr(rng_key, "dtype", None)
+    is_typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+    is_raw = dtype == np.uint32 and getattr(rng_key, "ndim", 0) == 1
+    if not (is_typed or is_raw):
+        raise ValueError(
+            f"{name} must be a JAX PRNG key (jax.random.key(seed)), got {rng_key!r}"
+        )
 
 
 def _default_float() -> Any:
@@ -262,7 +282,7 @@ def _mode_fractions(x: Array, means: Array) -> Array:
 def _check_means_weights(
     means: ArrayLike, weights: ArrayLike, dim: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    means_arr = np.asarray(means)
+    means_arr = _host_array(means, "means")
     if means_arr.ndim != 2 or means_arr.shape[0] < 1:
         raise ValueError(
             "means must be a 2-D array (num_components, dim) with at least one "
@@ -278,7 +298,7 @@ def _check_means_weights(
     if not np.all(np.isfinite(means_arr)):
         raise ValueError("means must contain only finite values")
     num_comp = means_arr.shape[0]
-    w = np.asarray(weights, dtype=np.float64)
+    w = _host_array(weights, "weights").astype(np.float64)
     if w.shape != (num_comp,):
         raise ValueError(
             f"weights must be a 1-D array of length {num_comp} (one per row of "
@@ -352,7 +372,7 @@ def _variance_errors(x: Array, exact_variance: Array) -> tuple[Array, Array]:
 def _check_exact_variance(
     exact_variance: ArrayLike, dim: int, dtype: Any
 ) -> np.ndarray:
-    ev = np.asarray(exact_variance)
+    ev = _host_array(exact_variance, "exact_variance")
     if ev.ndim == 0:
         ev = np.broadcast_to(ev, (dim,))
     if ev.shape != (dim,):
@@ -746,6 +766,7 @@ def mmd_rbf(
             )
     if rng_key is None:
         rng_key = jax.random.key(0)
+    _check_key(rng_key)
 
     dtype = jnp.promote_types(x.dtype, y.dtype)
     value = _mmd_rbf(

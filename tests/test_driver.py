@@ -126,3 +126,27 @@ def test_sample_validates_arguments(kwargs, error, match):
         rb.sample(jax.random.key(0), alg, **kwargs)
     with pytest.raises(TypeError, match="algorithm"):
         rb.sample(jax.random.key(0), object(), 2, dim=2)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(), dict(chunk_size=64, return_info=False)],
+    ids=["one-batch", "chunked-no-info"],
+)
+def test_nonfinite_report_names_count_segment_and_index(kwargs):
+    alg = rb.ddpm(_nan_target(), rb.uniform_grid(5))
+    masked = rb.sample(
+        jax.random.key(0), alg, 200, dim=2, on_nonfinite="mask", **kwargs
+    )
+    first = np.asarray(masked.first_nonfinite_segment)
+    bad = first < alg.num_segments
+    np.testing.assert_array_equal(np.asarray(masked.finite), ~bad)
+    k = int(first.min())
+    index = int(np.argmax(first == k))
+    with pytest.raises(rb.NonFiniteSamplesError) as err:
+        rb.sample(jax.random.key(0), alg, 200, dim=2, **kwargs)
+    message = str(err.value)
+    assert f"{int(bad.sum())} of 200 particles" in message
+    assert f"first in segment {k} " in message
+    assert f"with {int((first == k).sum())} particles" in message
+    assert f"sample index {index}" in message

@@ -13,15 +13,16 @@ the outer kernel knows about ``q_k`` (its :class:`SegmentGeometry`). That is how
 sizes are set automatically: users never tune a step size per segment.
 """
 
-import math
 from collections.abc import Callable
 from typing import NamedTuple
 
 import blackjax
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from rtk_blackjax.diffusion import _check_positive
 from rtk_blackjax.mcmc import score_energy, uld
 from rtk_blackjax.types import Array, ArrayTree, PRNGKey
 
@@ -35,6 +36,9 @@ __all__ = [
     "independence_inner",
     "mala_step_size",
 ]
+
+# Quadrature nodes of score-only MALA: more would be absurd (each is a score call).
+_MAX_NODES = 64
 
 
 class SegmentGeometry(NamedTuple):
@@ -200,10 +204,7 @@ def mala_inner(step_scale: float = 1.0) -> InnerKernel:
     >>> inner.evaluations_per_step
     1
     """
-    if not (isinstance(step_scale, (int, float)) and math.isfinite(step_scale)):
-        raise TypeError(f"step_scale must be a positive number, got {step_scale!r}")
-    if step_scale <= 0:
-        raise ValueError(f"step_scale must be positive, got {step_scale}")
+    step_scale = _check_positive("step_scale", step_scale)
     return inner_kernel(
         blackjax.mala,
         lambda geometry: {"step_size": mala_step_size(geometry, step_scale)},
@@ -219,10 +220,7 @@ def independence_inner(variance_inflation: float = 1.0) -> InnerKernel:
     reverse process). ``variance_inflation > 1`` widens the proposal to make its
     tails safer.
     """
-    if variance_inflation <= 0:
-        raise ValueError(
-            f"variance_inflation must be positive, got {variance_inflation!r}"
-        )
+    variance_inflation = _check_positive("variance_inflation", variance_inflation)
 
     def parameters(geometry: SegmentGeometry) -> dict:
         mean_flat, unravel = ravel_pytree(geometry.gaussian_mean)
@@ -298,9 +296,19 @@ def score_mala_inner(
     >>> inner.evaluations_per_step, inner.evaluations_at_init
     (2, 3)
     """
-    extra = score_energy.extra_evaluations(rule, num_nodes)
-    if radius_scale is not None and not radius_scale > 0:
-        raise ValueError(f"radius_scale must be positive or None, got {radius_scale!r}")
+    if not isinstance(rule, str) or rule not in score_energy.QUADRATURE_RULES:
+        raise ValueError(
+            f"rule must be one of {score_energy.QUADRATURE_RULES}, got {rule!r}"
+        )
+    if isinstance(num_nodes, (bool, np.bool_)) or not isinstance(
+        num_nodes, (int, np.integer)
+    ):
+        raise TypeError(f"num_nodes must be an integer, got {num_nodes!r}")
+    if num_nodes > _MAX_NODES:  # each node costs a score call per step
+        raise ValueError(f"num_nodes must be at most {_MAX_NODES}, got {num_nodes}")
+    extra = score_energy.extra_evaluations(rule, int(num_nodes))
+    if radius_scale is not None:
+        radius_scale = _check_positive("radius_scale", radius_scale)
     base = mala_inner(step_scale)
 
     def parameters(geometry: SegmentGeometry) -> dict:
@@ -351,8 +359,10 @@ def uld_inner(adjusted: bool = False, step_scale: float | None = None) -> InnerK
     >>> uld_inner().needs_logdensity, uld_inner(adjusted=True).needs_logdensity
     (False, True)
     """
-    if step_scale is not None and not step_scale > 0:
-        raise ValueError(f"step_scale must be positive or None, got {step_scale!r}")
+    if not isinstance(adjusted, (bool, np.bool_)):
+        raise TypeError(f"adjusted must be True or False, got {adjusted!r}")
+    if step_scale is not None:
+        step_scale = _check_positive("step_scale", step_scale)
     kernel = uld.build_adjusted_kernel() if adjusted else uld.build_kernel()
 
     def init(rng_key, position, logdensity_fn):

@@ -39,7 +39,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from rtk_blackjax.diffusion import ou_variance, transition_coefs, validate_grid
+from rtk_blackjax.diffusion import (
+    _check_positive,
+    ou_variance,
+    transition_coefs,
+    validate_grid,
+)
 from rtk_blackjax.mcmc.inner import InnerKernel, SegmentGeometry, mala_inner
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
@@ -60,6 +65,8 @@ PREDICTORS = ("gaussian", "ddpm", "tweedie")
 # Floor of q_k's variance relative to s^2/a^2 (only binds on the segment to t = 0).
 _MIN_VARIANCE_FACTOR = 1e-4
 CURVATURES = ("secant", "none")
+# Inner steps per segment are counted in int32 (NFE too): keep far from overflow.
+_MAX_INNER_STEPS = 10**6
 
 
 class RTKState(NamedTuple):
@@ -175,9 +182,40 @@ def segment_logdensity(
     return logdensity_fn
 
 
+def check_position(position: ArrayLikeTree) -> ArrayTree:
+    """``position`` as a pytree of JAX arrays, refusing what no sampler can move.
+
+    Integer, boolean or complex leaves raise ``TypeError`` (positions are real and
+    continuous); NaN or inf raise ``ValueError`` when the values are known (not
+    while tracing, where only dtypes are).
+    """
+    leaves, treedef = jax.tree.flatten(position)
+    if not leaves:
+        raise ValueError("position must contain at least one array, got none")
+    arrays = []
+    for leaf in leaves:
+        try:
+            arr = jnp.asarray(leaf)
+        except TypeError as err:
+            raise TypeError(
+                f"position must be a pytree of real arrays, got a {type(leaf).__name__}"
+            ) from err
+        if not jnp.issubdtype(arr.dtype, jnp.floating):
+            raise TypeError(
+                f"position must have real floating-point leaves, got dtype {arr.dtype} "
+                "(convert it, e.g. x.astype(float))"
+            )
+        if not isinstance(arr, jax.core.Tracer) and not bool(
+            jnp.all(jnp.isfinite(arr))
+        ):
+            raise ValueError("position must be finite, got NaN or inf entries")
+        arrays.append(arr)
+    return jax.tree.unflatten(treedef, arrays)
+
+
 def init(position: ArrayLikeTree, target: Target, times: Array) -> RTKState:
     """Start a particle at ``position`` (a draw from ``N(0, I)``) at ``t = times[0]``."""
-    position = jax.tree.map(jnp.asarray, position)
+    position = check_position(position)
     score = target.score(position, times[0])
     return RTKState(
         position, score, jnp.asarray(0, jnp.int32), jnp.asarray(1, jnp.int32)
@@ -185,7 +223,12 @@ def init(position: ArrayLikeTree, target: Target, times: Array) -> RTKState:
 
 
 def _inner_step_schedule(num_inner_steps, num_segments: int) -> np.ndarray:
-    steps = np.asarray(num_inner_steps)
+    try:
+        steps = np.asarray(num_inner_steps)
+    except (TypeError, ValueError) as err:  # e.g. a ragged list
+        raise ValueError(
+            "num_inner_steps must be an int or a sequence of ints, one per segment"
+        ) from err
     if steps.ndim == 0:
         steps = np.full(num_segments, steps)
     if steps.shape != (num_segments,):
@@ -196,6 +239,11 @@ def _inner_step_schedule(num_inner_steps, num_segments: int) -> np.ndarray:
     if not np.issubdtype(steps.dtype, np.integer) or np.any(steps < 0):
         raise ValueError(
             f"num_inner_steps must be non-negative integers, got {steps.tolist()}"
+        )
+    if np.any(steps > _MAX_INNER_STEPS):
+        raise ValueError(
+            f"num_inner_steps must be at most {_MAX_INNER_STEPS} per segment, got "
+            f"{int(steps.max())}"
         )
     return steps.astype(np.int32)
 
@@ -229,6 +277,11 @@ def build_kernel(
     secant_scale
         Length of the secant direction in units of ``s`` (per coordinate).
     """
+    if not isinstance(target, Target):
+        raise TypeError(
+            "target must be an rtk_blackjax Target (rtk_blackjax.targets.*), got "
+            f"{type(target).__name__}"
+        )
     times = validate_grid(times)
     num_segments = int(times.shape[0]) - 1
     inner = mala_inner() if inner is None else inner
@@ -237,12 +290,11 @@ def build_kernel(
             "inner must be an rtk_blackjax.mcmc.inner.InnerKernel (e.g. mala_inner() "
             f"or inner_kernel(blackjax.mala, ...)), got {type(inner).__name__}"
         )
-    if predictor not in PREDICTORS:
+    if not isinstance(predictor, str) or predictor not in PREDICTORS:
         raise ValueError(f"predictor must be one of {PREDICTORS}, got {predictor!r}")
-    if curvature not in CURVATURES:
+    if not isinstance(curvature, str) or curvature not in CURVATURES:
         raise ValueError(f"curvature must be one of {CURVATURES}, got {curvature!r}")
-    if not secant_scale > 0:
-        raise ValueError(f"secant_scale must be positive, got {secant_scale!r}")
+    secant_scale = _check_positive("secant_scale", secant_scale)
     steps_per_segment = _inner_step_schedule(num_inner_steps, num_segments)
     steps_table = jnp.asarray(steps_per_segment)
     needs_energy = inner.needs_logdensity and steps_per_segment.max() > 0

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rtk_blackjax.diffusion import ou_mean_coef, ou_variance
+from rtk_blackjax.diffusion import _real_array, ou_mean_coef, ou_variance
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import Array, ArrayLike, PRNGKey
 
@@ -82,7 +82,7 @@ def mixture_from_arrays(
     weights
         ``(c,)`` weights (normalised here); equal weights when ``None``.
     """
-    means = np.asarray(means, dtype=np.float64)
+    means = _real_array(means, "means")
     if means.ndim != 2 or means.shape[0] < 1 or means.shape[1] < 1:
         raise ValueError(
             f"means must be a (num_components, dim) array, got shape {means.shape}"
@@ -93,7 +93,7 @@ def mixture_from_arrays(
 
     if weights is None:
         weights = np.full(num_components, 1.0 / num_components)
-    weights = np.asarray(weights, dtype=np.float64)
+    weights = _real_array(weights, "weights")
     if weights.shape != (num_components,):
         raise ValueError(
             f"weights must have shape ({num_components},) to match means, "
@@ -103,7 +103,7 @@ def mixture_from_arrays(
         raise ValueError("weights must be positive and finite")
     weights = weights / weights.sum()
 
-    cov = np.asarray(covariances, dtype=np.float64)
+    cov = _real_array(covariances, "covariances")
     eigvecs = None
     if cov.ndim == 0:
         eigvals = np.full((num_components, dim), float(cov))
@@ -125,6 +125,19 @@ def mixture_from_arrays(
     if not np.all(np.isfinite(eigvals)) or np.any(eigvals <= 0):
         raise ValueError("covariances must be positive definite (all eigenvalues > 0)")
     dtype = jnp.result_type(float)
+    # In float32 (the default) very large or tiny values overflow to inf or flush
+    # to 0, which would make every score NaN: refuse them here.
+    finfo = np.finfo(dtype)
+    if np.abs(means).max() > finfo.max or eigvals.max() > finfo.max:
+        raise ValueError(
+            f"means and covariances must fit in {np.dtype(dtype).name} (at most "
+            f"{finfo.max:.3g}); enable jax_enable_x64 for larger values"
+        )
+    if eigvals.min() < finfo.tiny:
+        raise ValueError(
+            f"covariances must have eigenvalues of at least {finfo.tiny:.3g} in "
+            f"{np.dtype(dtype).name}, got {eigvals.min():.3g}"
+        )
     return GaussianMixture(
         weights=jnp.asarray(weights, dtype),
         means=jnp.asarray(means, dtype),
@@ -135,6 +148,11 @@ def mixture_from_arrays(
 
 def _component_terms(params: GaussianMixture, x: Array, t: ArrayLike):
     """Per-component log N(x; a m_k, a^2 C_k + s^2 I) and the whitened residuals."""
+    if x.shape != (params.dim,):  # static: also checked while tracing
+        raise ValueError(
+            f"x must be a flat position of shape ({params.dim},) for this "
+            f"{params.dim}-dimensional mixture, got shape {x.shape}"
+        )
     a, s2 = ou_mean_coef(t), ou_variance(t)
     eigvals = a**2 * params.cov_eigvals + s2  # (c, d)
     residual = x[None, :] - a * params.means  # (c, d)
@@ -183,7 +201,7 @@ def gaussian_mixture(
     --------
     >>> import jax.numpy as jnp
     >>> target = gaussian_mixture(jnp.array([[-1.0], [1.0]]), 0.1)
-    >>> float(target.score(jnp.array([0.0]), 0.0)[0])  # symmetric: zero at 0
+    >>> abs(float(target.score(jnp.array([0.0]), 0.0)[0]))  # symmetric: zero at 0
     0.0
     """
     return mixture_target(mixture_from_arrays(means, covariances, weights))
@@ -200,10 +218,15 @@ def gaussian(mean: ArrayLike, covariance: ArrayLike) -> Target:
     >>> target.score(jnp.ones(3), 2.0).tolist()
     [-1.0, -1.0, -1.0]
     """
-    mean = np.asarray(mean, dtype=np.float64)
-    if mean.ndim != 1:
+    mean = _real_array(mean, "mean")
+    if mean.ndim != 1 or mean.shape[0] < 1:
         raise ValueError(f"mean must be a 1-D array (dim,), got shape {mean.shape}")
-    cov = np.asarray(covariance, dtype=np.float64)
+    cov = _real_array(covariance, "covariance")
+    if cov.ndim > 2:
+        raise ValueError(
+            "covariance must be a scalar, a (dim,) diagonal or a (dim, dim) matrix, "
+            f"got shape {cov.shape}"
+        )
     if cov.ndim in (1, 2):
         cov = cov[None]
     return gaussian_mixture(mean[None], cov, None)

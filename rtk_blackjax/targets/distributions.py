@@ -24,6 +24,7 @@ sample shape, and ``logdensity(x, 0)`` equals ``log_prob`` summed over any batch
 
 from typing import NamedTuple
 
+import jax
 import numpy as np
 import numpyro.distributions as dist
 from numpyro.distributions import Distribution
@@ -215,18 +216,24 @@ def mixture_from_distribution(distribution: Distribution) -> GaussianMixture:
             f"from_distribution expects a numpyro.distributions.Distribution, got "
             f"{type(distribution).__name__}; {_SUPPORTED}."
         )
-    if isinstance(distribution, dist.MixtureSameFamily):
-        weights, means, covs = _from_mixture_same_family(distribution)
-    elif isinstance(distribution, dist.MixtureGeneral):
-        weights, means, covs = _from_mixture_general(distribution)
-    else:
-        g = _as_gaussian(distribution)
-        if g.full:
-            _check_unbatched(distribution, "a")
-            weights, means, covs = np.ones(1), g.loc[None], g.cov[None]
+    try:
+        if isinstance(distribution, dist.MixtureSameFamily):
+            weights, means, covs = _from_mixture_same_family(distribution)
+        elif isinstance(distribution, dist.MixtureGeneral):
+            weights, means, covs = _from_mixture_general(distribution)
         else:
-            weights = np.ones(1)
-            means, covs = g.loc.reshape(1, -1), g.cov.reshape(1, -1)
+            g = _as_gaussian(distribution)
+            if g.full:
+                _check_unbatched(distribution, "a")
+                weights, means, covs = np.ones(1), g.loc[None], g.cov[None]
+            else:
+                weights = np.ones(1)
+                means, covs = g.loc.reshape(1, -1), g.cov.reshape(1, -1)
+    except jax.errors.TracerArrayConversionError as err:
+        raise TypeError(
+            "distribution parameters must be concrete arrays: from_distribution "
+            "reads them on the host, so build the target outside jit/vmap/grad"
+        ) from err
     keep = weights > 0
     if np.any(keep) and np.all(weights >= 0):  # drop exactly-zero weights
         weights, means, covs = weights[keep], means[keep], covs[keep]
