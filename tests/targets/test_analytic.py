@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from rtk_blackjax import targets
-from rtk_blackjax.targets import gaussian as g
+from rtk_blackjax.targets import analytic as g
 
 
 def _random_full_mixture(seed=0, dim=3, comps=3):
