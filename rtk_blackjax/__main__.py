@@ -70,6 +70,44 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         help="print the table (and --plot) of rows saved with --jsonl",
     )
+    bench.add_argument(
+        "--overhead",
+        action="store_true",
+        help="time --methods (default rtk-mala,rtk-uld,ddpm) against the bare cost "
+        "of their score evaluations (random_mog target; --dim 100 and "
+        "--num-samples 10000 give the documented table)",
+    )
+    bench.add_argument(
+        "--repeats", type=int, default=5, help="timed runs per --overhead entry"
+    )
+    scale = bench.add_argument_group(
+        "scale and reliability (passed to rtk_blackjax.sample)"
+    )
+    scale.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="particles per device per compiled call (bounded memory, bit-identical "
+        "samples whatever --num-samples or the device count)",
+    )
+    scale.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        help="save the sampler state after every --checkpoint-every segments; "
+        "rerunning the same command resumes from it bit-identically",
+    )
+    scale.add_argument("--checkpoint-every", type=int, default=1)
+    scale.add_argument(
+        "--start-index",
+        type=int,
+        default=0,
+        help="first particle index of the stream (split one run across hosts)",
+    )
+    scale.add_argument(
+        "--no-info",
+        action="store_true",
+        help="do not keep per-segment info on the host (acceptance is kept)",
+    )
     return parser
 
 
@@ -143,6 +181,27 @@ def _bench(args) -> int:
     if args.report:
         print(report(args.report, plot_path=args.plot, title=args.title or ""))
         return 0
+    if args.overhead:
+        from rtk_blackjax.overhead import OVERHEAD_METHODS, overhead_table
+
+        rows = overhead_table(
+            args.dim,
+            args.num_samples,
+            args.repeats,
+            methods=tuple(args.methods.split(","))
+            if args.methods
+            else OVERHEAD_METHODS,
+            nfe=args.nfe or 105,
+            seed=args.seed,
+            chunk_size=args.chunk_size,
+        )
+        if args.json:
+            print(json.dumps([row._asdict() for row in rows]))
+        else:
+            from rtk_blackjax.overhead import format_overhead_table
+
+            print(format_overhead_table(rows))
+        return 0
     if args.tune:
         table, _ = tune(
             target=args.target,
@@ -184,6 +243,13 @@ def _bench(args) -> int:
         grid=args.grid,
         t_min=args.t_min,
         horizon=args.horizon,
+        sample_options=dict(
+            chunk_size=args.chunk_size,
+            checkpoint_dir=args.checkpoint_dir,
+            checkpoint_every=args.checkpoint_every,
+            start_index=args.start_index,
+            return_info=not args.no_info,
+        ),
     )
     if args.json:
         print(json.dumps(result))

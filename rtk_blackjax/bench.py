@@ -329,8 +329,15 @@ def run_bench(
     t_min: float | None = None,
     horizon: float | None = None,
     noise_floor: bool = True,
+    sample_options: dict | None = None,
 ) -> dict:
-    """Run one benchmark and return the JSON-ready result dictionary."""
+    """Run one benchmark and return the JSON-ready result dictionary.
+
+    ``sample_options`` are passed to :func:`rtk_blackjax.sample` (e.g.
+    ``chunk_size``, ``checkpoint_dir``, ``checkpoint_every``, ``return_info``,
+    ``start_index``); the metrics are the same whatever they are.
+    """
+    sample_options = dict(sample_options or {})
     tgt = make_target(target, dim, components=components, seed=seed)
     bench = configure(
         method,
@@ -346,7 +353,9 @@ def run_bench(
         jax.random.key(seed), 4
     )
     start = time.perf_counter()
-    result = sample(key_sampler, bench.algorithm, num_samples, dim=dim)
+    result = sample(
+        key_sampler, bench.algorithm, num_samples, dim=dim, **sample_options
+    )
     samples = np.asarray(jax.block_until_ready(result.samples))
     wall = time.perf_counter() - start
 
@@ -372,15 +381,16 @@ def run_bench(
         "wall_s": round(wall, 3),
     }
     info = result.info
-    if hasattr(info, "acceptance_rate"):
-        acc = result.acceptance_per_segment()
-        out["acceptance"] = float(np.nanmean(acc)) if np.isfinite(acc).any() else None
+    acc = result.acceptance_per_segment()
+    if np.isfinite(acc).any():
+        out["acceptance"] = float(np.nanmean(acc))
         out["acceptance_per_segment"] = [
             None if not np.isfinite(a) else round(float(a), 3) for a in acc
         ]
-        out["config"]["step_size"] = _summary(np.nanmedian(info.step_size, axis=1))
     else:
         out["acceptance"] = None
+    if hasattr(info, "step_size"):
+        out["config"]["step_size"] = _summary(np.nanmedian(info.step_size, axis=1))
     if noise_floor:
         out["noise_floor"] = metrics.noise_floors(
             reference, sample_mixture(key_ref2, mix, num_samples), **kwargs

@@ -103,3 +103,41 @@ def test_report_rebuilds_the_table_from_saved_rows(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "| ddim | 25 |" in table and "noise floor" in table
     assert png.exists()
+
+
+def test_cli_checkpoint_dir_resumes_to_the_same_result(tmp_path, capsys):
+    argv = ["bench", "--dim", "3", "--method", "rtk-mala", "--nfe", "25"]
+    argv += ["--num-samples", "200", "--chunk-size", "64", "--json"]
+    assert main(argv) == 0
+    plain = json.loads(capsys.readouterr().out)
+    ckpt = tmp_path / "ckpt"
+    with_ckpt = argv + ["--checkpoint-dir", str(ckpt), "--checkpoint-every", "3"]
+    assert main(with_ckpt) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert (ckpt / "checkpoint.json").exists()
+    # a second call finds the completed checkpoint and returns it unchanged
+    assert main(with_ckpt) == 0
+    second = json.loads(capsys.readouterr().out)
+    for key in ("marginal_accuracy", "mode_tv", "var_bias", "nfe", "acceptance"):
+        assert first[key] == plain[key] == second[key], key
+
+
+def test_cli_no_info_keeps_acceptance(capsys):
+    argv = ["bench", "--dim", "3", "--method", "rtk-mala", "--nfe", "25"]
+    argv += ["--num-samples", "100", "--no-info", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert 0 < out["acceptance"] <= 1
+    assert "step_size" not in out["config"]
+
+
+def test_cli_overhead_table(capsys):
+    argv = ["bench", "--overhead", "--dim", "4", "--num-samples", "64"]
+    argv += ["--nfe", "25", "--repeats", "1", "--methods", "ddpm,rtk-mala", "--json"]
+    assert main(argv) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["method"] for row in rows] == ["ddpm", "rtk-mala"]
+    for row in rows:
+        assert row["nfe"] <= 25
+        assert row["bare_s"] > 0 and row["sampler_s"] > 0
+        assert row["ratio"] == pytest.approx(row["sampler_s"] / row["bare_s"])
