@@ -202,31 +202,20 @@ def _bench(args) -> int:
 
             print(format_overhead_table(rows))
         return 0
+    grid_search = dict(
+        target=args.target,
+        dim=args.dim,
+        methods=methods,
+        nfes=nfes,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        log=log,
+    )
     if args.tune:
-        table, _ = tune(
-            target=args.target,
-            dim=args.dim,
-            methods=methods,
-            nfes=nfes,
-            num_samples=args.num_samples,
-            seed=args.seed,
-            log=log,
-        )
-        print(table)
+        print(tune(**grid_search)[0])
         return 0
     if args.sweep:
-        table, rows = sweep(
-            target=args.target,
-            dim=args.dim,
-            methods=methods,
-            nfes=nfes,
-            num_samples=args.num_samples,
-            seed=args.seed,
-            plot_path=args.plot,
-            jsonl_path=args.jsonl,
-            log=log,
-        )
-        print(table)
+        print(sweep(**grid_search, plot_path=args.plot, jsonl_path=args.jsonl)[0])
         return 0
     if args.nfe is None and args.segments is None:
         args.nfe = 105

@@ -448,16 +448,11 @@ def sweep(
     """Methods x NFE table (Markdown) and a quality-vs-NFE plot."""
     rows = []
     floor = None
+    problem = dict(target=target, dim=dim, num_samples=num_samples, seed=seed)
     for method in methods:
         for nfe in nfes:
             row = run_bench(
-                target=target,
-                dim=dim,
-                method=method,
-                nfe=nfe,
-                num_samples=num_samples,
-                seed=seed,
-                noise_floor=floor is None,
+                **problem, method=method, nfe=nfe, noise_floor=floor is None
             )
             if jsonl_path:
                 with open(jsonl_path, "a") as fh:
@@ -532,6 +527,7 @@ def tune(
     were set from its output; see docs/benchmarks.md.
     """
     rows = []
+    problem = dict(target=target, dim=dim, num_samples=num_samples, seed=seed)
     for method in methods:
         steps_options = inner_steps if method in RTK_METHODS else (None,)
         for nfe in nfes:
@@ -540,12 +536,9 @@ def tune(
                 for steps in steps_options:
                     try:
                         row = run_bench(
-                            target=target,
-                            dim=dim,
+                            **problem,
                             method=method,
                             nfe=nfe,
-                            num_samples=num_samples,
-                            seed=seed,
                             t_min=t_min,
                             inner_steps=steps,
                             noise_floor=False,

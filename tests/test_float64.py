@@ -5,10 +5,6 @@ The float64 run happens in a subprocess so that enabling x64 cannot leak into th
 other tests (it is a process-wide JAX flag).
 """
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -58,29 +54,13 @@ _CODE = textwrap.dedent(
 _NUM_SAMPLES = 4000
 
 
-def _run(x64: bool) -> dict:
-    env = dict(os.environ)
-    env["JAX_ENABLE_X64"] = "1" if x64 else "0"
-    env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run(
-        [sys.executable, "-c", _CODE],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = next(s for s in proc.stdout.splitlines() if s.startswith("RESULT"))
-    return json.loads(line[len("RESULT") :])
-
-
 @pytest.mark.slow
-def test_float64_runs_in_float64_and_agrees_with_float32():
+def test_float64_runs_in_float64_and_agrees_with_float32(run_python_for_result):
     # float32 in this process (the default), float64 in a subprocess.
     namespace = {"__name__": "float32_reference"}
     exec(_CODE, namespace)
     single = namespace["stats"](_NUM_SAMPLES)
-    double = _run(x64=True)
+    double = run_python_for_result(_CODE, {"JAX_ENABLE_X64": "1"})
     mean = np.array([0.5, -1.0])
     var = np.array([0.3, 0.2])
     for name in ("ddpm", "rtk-mala", "rtk-uld"):

@@ -4,10 +4,7 @@ Runs in a subprocess: ``--xla_force_host_platform_device_count=4`` must be set
 before JAX initialises, and it must not leak into the other tests.
 """
 
-import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -65,22 +62,10 @@ _CODE = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_four_devices_match_one_device():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (
-        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
-    ).strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run(
-        [sys.executable, "-c", _CODE],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = next(s for s in proc.stdout.splitlines() if s.startswith("RESULT"))
-    out = json.loads(line[len("RESULT") :])
+def test_four_devices_match_one_device(run_python_for_result):
+    flags = os.environ.get("XLA_FLAGS", "")
+    flags += " --xla_force_host_platform_device_count=4"
+    out = run_python_for_result(_CODE, {"XLA_FLAGS": flags.strip()})
     assert out["sharded_devices"] == 4
     for name in ("rtk", "ddpm"):
         res = out[name]

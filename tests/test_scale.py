@@ -1,5 +1,6 @@
 """Driver at scale: chunks, determinism, start_index, return_info, checkpoints."""
 
+import functools
 import json
 
 import jax
@@ -136,18 +137,19 @@ def _stop_after(calls: int):
 def test_checkpoint_resume_is_bitwise_identical(ddpm_2d, tmp_path, every):
     key, n, chunk = jax.random.key(1), 10, 4
     reference = rb.sample(key, ddpm_2d, n, dim=2, chunk_size=chunk)
+    run = functools.partial(
+        rb.sample,
+        key,
+        ddpm_2d,
+        n,
+        dim=2,
+        chunk_size=chunk,
+        checkpoint_dir=tmp_path,
+        checkpoint_every=every,
+    )
     callback, seen = _stop_after(5)
     with pytest.raises(_Interrupt):
-        rb.sample(
-            key,
-            ddpm_2d,
-            n,
-            dim=2,
-            chunk_size=chunk,
-            checkpoint_dir=tmp_path,
-            checkpoint_every=every,
-            checkpoint_callback=callback,
-        )
+        run(checkpoint_callback=callback)
     last = seen[-1]
     assert last.num_chunks == 3 and last.num_segments == ddpm_2d.num_segments
     meta = json.loads((tmp_path / "checkpoint.json").read_text())
@@ -155,16 +157,7 @@ def test_checkpoint_resume_is_bitwise_identical(ddpm_2d, tmp_path, every):
     assert done == last.chunk * 10 + last.segments_done > 0
 
     callback, resumed_calls = _stop_after(10**6)
-    resumed = rb.sample(
-        key,
-        ddpm_2d,
-        n,
-        dim=2,
-        chunk_size=chunk,
-        checkpoint_dir=tmp_path,
-        checkpoint_every=every,
-        checkpoint_callback=callback,
-    )
+    resumed = run(checkpoint_callback=callback)
     assert resumed_calls[0].chunk == last.chunk  # it did not start over
     _assert_trees_equal(resumed.samples, reference.samples)
     _assert_trees_equal(resumed.info, reference.info)
@@ -172,16 +165,7 @@ def test_checkpoint_resume_is_bitwise_identical(ddpm_2d, tmp_path, every):
 
     # A completed checkpoint is returned as is, without running anything.
     callback, again_calls = _stop_after(1)
-    again = rb.sample(
-        key,
-        ddpm_2d,
-        n,
-        dim=2,
-        chunk_size=chunk,
-        checkpoint_dir=tmp_path,
-        checkpoint_every=every,
-        checkpoint_callback=callback,
-    )
+    again = run(checkpoint_callback=callback)
     assert again_calls == []
     _assert_trees_equal(again.samples, reference.samples)
 

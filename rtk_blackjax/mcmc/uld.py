@@ -157,6 +157,14 @@ _PSI_SERIES = tuple(
 )
 
 
+def _flatten_state(state: "ULDState") -> tuple[Array, Array, Array, Callable]:
+    """Position, momentum and gradient as flat vectors, and the inverse map."""
+    flat_position, unravel_fn = ravel_pytree(state.position)
+    flat_momentum, _ = ravel_pytree(state.momentum)
+    flat_grad, _ = ravel_pytree(state.logdensity_grad)
+    return flat_position, flat_momentum, flat_grad, unravel_fn
+
+
 def _power_series(coefficients: tuple, x: Array) -> Array:
     result = jnp.zeros_like(x)
     for coefficient in reversed(coefficients):
@@ -315,9 +323,7 @@ def build_kernel():
             Friction (damping) coefficient :math:`\\gamma > 0`.
 
         """
-        flat_position, unravel_fn = ravel_pytree(state.position)
-        flat_momentum, _ = ravel_pytree(state.momentum)
-        flat_grad, _ = ravel_pytree(state.logdensity_grad)
+        flat_position, flat_momentum, flat_grad, unravel_fn = _flatten_state(state)
         dtype = flat_position.dtype
         coef = _frozen_gradient_coefficients(step_size, friction, dtype)
 
@@ -451,24 +457,11 @@ def build_adjusted_kernel():
     ) -> tuple[ULDState, ULDInfo]:
         """Generate a new sample with the adjusted underdamped Langevin kernel.
 
-        Parameters
-        ----------
-        rng_key
-            JAX's pseudo random number generating key.
-        state
-            Current state of the chain.
-        logdensity_fn
-            (Unnormalized) log-density of the target.
-        step_size
-            Leapfrog step size :math:`h` (also the time of the two O half-steps
-            combined).
-        friction
-            Friction (damping) coefficient :math:`\\gamma \\geq 0`.
-
+        Same arguments as the unadjusted kernel of :func:`build_kernel`, except that
+        ``step_size`` is the leapfrog step (also the time of the two O half-steps
+        combined) and ``friction`` may be 0.
         """
-        flat_position, unravel_fn = ravel_pytree(state.position)
-        flat_momentum, _ = ravel_pytree(state.momentum)
-        flat_grad, _ = ravel_pytree(state.logdensity_grad)
+        flat_position, flat_momentum, flat_grad, unravel_fn = _flatten_state(state)
         dtype = flat_position.dtype
         step_size = jnp.asarray(step_size, dtype)
         a = jnp.asarray(friction, dtype) * step_size
