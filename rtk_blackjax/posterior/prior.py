@@ -143,7 +143,13 @@ class DiffusionPrior(Distribution):
         shape = tuple(sample_shape) + self.batch_shape
         num = math.prod(shape)
         keys = jax.random.split(key, max(num, 1))[:num]
-        draws = jax.vmap(self._sample_one)(keys)
+        # One compiled sampler per distribution object (jit caches per key count);
+        # under an outer trace (Predictive, vmap) it simply inlines.
+        sampler = self.__dict__.get("_jitted_sampler")
+        if sampler is None:
+            sampler = jax.jit(jax.vmap(self._sample_one))
+            self.__dict__["_jitted_sampler"] = sampler
+        draws = sampler(keys)
         if not isinstance(draws, jax.core.Tracer) and not bool(
             jnp.all(jnp.isfinite(draws))
         ):
