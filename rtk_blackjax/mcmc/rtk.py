@@ -58,6 +58,8 @@ __all__ = [
     "build_kernel",
     "as_top_level_api",
     "segment_logdensity",
+    "SegmentProblem",
+    "segment_problem",
     "target_logdensity_with_score",
 ]
 
@@ -248,6 +250,203 @@ def _inner_step_schedule(num_inner_steps, num_segments: int) -> np.ndarray:
     return steps.astype(np.int32)
 
 
+class SegmentProblem(NamedTuple):
+    """The sub-problem that one RTK segment solves for one particle.
+
+    Everything the inner chain of that segment needs, so that it can be rebuilt
+    outside the sampler (e.g. to run several diagnostic chains on the very ``q_k``
+    the sampler solved, :mod:`rtk_blackjax.diagnostics`).
+
+    logdensity_fn
+        ``x -> log q_k(x)`` up to a constant (its gradient is the target's score
+        plus the quadratic factor's gradient).
+    geometry
+        The :class:`~rtk_blackjax.mcmc.inner.SegmentGeometry` of ``q_k``.
+    params
+        The inner kernel's parameters on this segment (``inner.parameters``).
+    initial_position
+        The predictor's draw, where the sampler starts its inner chain.
+    num_evaluations
+        NFE spent building the problem (the secant score call, if any; the inner
+        chain's initialisation is not included).
+    curvature
+        Secant estimate of the curvature of ``-log p`` at the segment's start
+        (0 with ``curvature="none"``).
+    """
+
+    logdensity_fn: Callable
+    geometry: SegmentGeometry
+    params: dict
+    initial_position: ArrayTree
+    num_evaluations: Array
+    curvature: Array
+
+
+def _log_p_for(target: Target, inner: InnerKernel, needs_energy: bool):
+    """``log p_t`` in the form the inner kernel needs (``None``: it brings its own)."""
+    if inner.energy is not None:
+        return None  # the inner kernel estimates log p_t itself
+    if target.logdensity is None and not needs_energy:
+        # The inner chain only ever uses the gradient of log q_k.
+        return _zero_logdensity_with_score(target)
+    return target_logdensity_with_score(target)
+
+
+def _segment_problem(
+    target: Target,
+    times: Array,
+    k: Array,
+    position: ArrayTree,
+    score: ArrayTree,
+    rng_key: PRNGKey,
+    inner: InnerKernel,
+    logdensity_t: Callable | None,
+    predictor: str,
+    curvature: str,
+    secant_scale: float,
+) -> SegmentProblem:
+    t_start, t_end = times[k], times[k + 1]
+    a, s2 = transition_coefs(t_end, t_start)
+    y, score_y = position, score
+    # The kernel splits the same key the same way and keeps keys 2 and 3.
+    key_secant, key_predictor, _, _ = jax.random.split(rng_key, 4)
+
+    y_flat, unravel = ravel_pytree(y)
+    score_y_flat, _ = ravel_pytree(score_y)
+    dim = y_flat.shape[0]
+    tweedie_flat = (y_flat + s2 * score_y_flat) / a
+
+    nfe = jnp.asarray(0, jnp.int32)
+    if curvature == "secant":
+        u = secant_scale * jnp.sqrt(s2) * jax.random.normal(key_secant, (dim,))
+        score_u, _ = ravel_pytree(target.score(unravel(y_flat + u), t_start))
+        lam = -jnp.dot(score_u - score_y_flat, u) / jnp.dot(u, u)
+        nfe = nfe + 1
+    else:
+        lam = jnp.zeros((), y_flat.dtype)
+    # An OU-diffused density has curvature <= 1 / s_t^2 (p_t is p_0 convolved
+    # with N(0, s_t^2)), so λ <= 1 / s_{t_start}^2, and then q_k's variance
+    # (s^2/a^2)(1 - s^2 λ) is at least s^2 s_{t_end}^2 / s_{t_start}^2. Clipping
+    # to that bound matters on long segments (s^2 ≈ 1, a tiny), where a secant
+    # error of 1e-4 would otherwise flip the variance's sign or scale.
+    s2_start, s2_end = ou_variance(t_start), ou_variance(t_end)
+    lam = jnp.minimum(lam, 1.0 / s2_start)
+    factor = jnp.maximum(1.0 - s2 * lam, a**2 * s2_end / s2_start)
+    gaussian_var = (s2 / a**2) * jnp.maximum(factor, _MIN_VARIANCE_FACTOR)
+
+    noise = jax.random.normal(key_predictor, (dim,), y_flat.dtype)
+    if predictor == "gaussian":
+        x0_flat = tweedie_flat + jnp.sqrt(gaussian_var) * noise
+    elif predictor == "ddpm":
+        # e^h = 1/a; the exponential integrator of the reverse SDE.
+        x0_flat = (
+            y_flat / a
+            + 2.0 * (1.0 / a - 1.0) * score_y_flat
+            + jnp.sqrt(1.0 / a**2 - 1.0) * noise
+        )
+    else:
+        x0_flat = tweedie_flat
+
+    geometry = SegmentGeometry(
+        time=t_end,
+        mean_coef=a,
+        noise_var=s2,
+        conditioning=y,
+        gaussian_mean=unravel(tweedie_flat),
+        gaussian_variance=gaussian_var,
+        dim=dim,
+    )
+    if inner.energy is not None:
+        logdensity_p = inner.energy(target, geometry)
+    else:
+        logdensity_p = lambda x: logdensity_t(x, t_end)  # noqa: E731
+    logdensity_fn = segment_logdensity(logdensity_p, y, a, s2)
+    params = inner.parameters(geometry)
+    return SegmentProblem(logdensity_fn, geometry, params, unravel(x0_flat), nfe, lam)
+
+
+def segment_problem(
+    target: Target,
+    times: Array,
+    k: int | Array,
+    position: ArrayTree,
+    score: ArrayTree,
+    rng_key: PRNGKey,
+    inner: InnerKernel | None = None,
+    predictor: str = "gaussian",
+    curvature: str = "secant",
+    secant_scale: float = 1.0,
+) -> SegmentProblem:
+    """Rebuild the sub-problem ``q_k`` that the RTK kernel solves on segment ``k``.
+
+    The kernel of :func:`build_kernel` calls exactly this (same keys, same
+    arithmetic): given a particle's state (``position``, its ``score``) entering
+    segment ``k`` and the key the kernel got for that segment, it returns the
+    segment target, the inner kernel's parameters and the predictor's draw.
+
+    Parameters
+    ----------
+    target, times, inner, predictor, curvature, secant_scale
+        As in :func:`build_kernel`.
+    k
+        Segment index, ``0 <= k < len(times) - 1`` (from ``times[k]`` to
+        ``times[k + 1]``).
+    position, score
+        The particle at ``times[k]`` and ``target.score(position, times[k])``
+        (``RTKState.position`` and ``RTKState.score``).
+    rng_key
+        The key the kernel receives for this segment.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> import rtk_blackjax as rb
+    >>> target = rb.targets.gaussian(jnp.zeros(2), 0.5)
+    >>> times = rb.geometric_grid(4)
+    >>> y = jnp.ones(2)
+    >>> problem = segment_problem(
+    ...     target, times, 1, y, target.score(y, times[1]), jax.random.key(0)
+    ... )
+    >>> problem.initial_position.shape, int(problem.num_evaluations)
+    ((2,), 1)
+    """
+    if not isinstance(target, Target):
+        raise TypeError(
+            "target must be an rtk_blackjax Target (rtk_blackjax.targets.*), got "
+            f"{type(target).__name__}"
+        )
+    times = validate_grid(times)
+    inner = mala_inner() if inner is None else inner
+    if not isinstance(inner, InnerKernel):
+        raise TypeError(
+            f"inner must be an rtk_blackjax InnerKernel, got {type(inner).__name__}"
+        )
+    if not isinstance(predictor, str) or predictor not in PREDICTORS:
+        raise ValueError(f"predictor must be one of {PREDICTORS}, got {predictor!r}")
+    if not isinstance(curvature, str) or curvature not in CURVATURES:
+        raise ValueError(f"curvature must be one of {CURVATURES}, got {curvature!r}")
+    secant_scale = _check_positive("secant_scale", secant_scale)
+    num_segments = int(times.shape[0]) - 1
+    if isinstance(k, (int, np.integer)) and not 0 <= k < num_segments:
+        raise ValueError(
+            f"k must be a segment index in [0, {num_segments - 1}], got {k}"
+        )
+    logdensity_t = _log_p_for(target, inner, inner.needs_logdensity)
+    return _segment_problem(
+        target,
+        times,
+        jnp.asarray(k),
+        position,
+        score,
+        rng_key,
+        inner,
+        logdensity_t,
+        predictor,
+        curvature,
+        secant_scale,
+    )
+
+
 def build_kernel(
     target: Target,
     times: Array,
@@ -298,73 +497,36 @@ def build_kernel(
     steps_per_segment = _inner_step_schedule(num_inner_steps, num_segments)
     steps_table = jnp.asarray(steps_per_segment)
     needs_energy = inner.needs_logdensity and steps_per_segment.max() > 0
-    if inner.energy is not None:
-        logdensity_t = None  # the inner kernel estimates log p_t itself
-    elif target.logdensity is None and not needs_energy:
-        # The inner chain only ever uses the gradient of log q_k.
-        logdensity_t = _zero_logdensity_with_score(target)
-    else:
-        logdensity_t = target_logdensity_with_score(target)
+    logdensity_t = _log_p_for(target, inner, needs_energy)
 
     def kernel(rng_key: PRNGKey, state: RTKState) -> tuple[RTKState, RTKInfo]:
         k = state.step
-        t_start, t_end = times[k], times[k + 1]
-        a, s2 = transition_coefs(t_end, t_start)
-        y, score_y = state.position, state.score
-        key_secant, key_predictor, key_init, key_chain = jax.random.split(rng_key, 4)
-
-        y_flat, unravel = ravel_pytree(y)
-        score_y_flat, _ = ravel_pytree(score_y)
-        dim = y_flat.shape[0]
-        tweedie_flat = (y_flat + s2 * score_y_flat) / a
-
-        nfe = jnp.asarray(0, jnp.int32)
-        if curvature == "secant":
-            u = secant_scale * jnp.sqrt(s2) * jax.random.normal(key_secant, (dim,))
-            score_u, _ = ravel_pytree(target.score(unravel(y_flat + u), t_start))
-            lam = -jnp.dot(score_u - score_y_flat, u) / jnp.dot(u, u)
-            nfe = nfe + 1
-        else:
-            lam = jnp.zeros((), y_flat.dtype)
-        # An OU-diffused density has curvature <= 1 / s_t^2 (p_t is p_0 convolved
-        # with N(0, s_t^2)), so λ <= 1 / s_{t_start}^2, and then q_k's variance
-        # (s^2/a^2)(1 - s^2 λ) is at least s^2 s_{t_end}^2 / s_{t_start}^2. Clipping
-        # to that bound matters on long segments (s^2 ≈ 1, a tiny), where a secant
-        # error of 1e-4 would otherwise flip the variance's sign or scale.
-        s2_start, s2_end = ou_variance(t_start), ou_variance(t_end)
-        lam = jnp.minimum(lam, 1.0 / s2_start)
-        factor = jnp.maximum(1.0 - s2 * lam, a**2 * s2_end / s2_start)
-        gaussian_var = (s2 / a**2) * jnp.maximum(factor, _MIN_VARIANCE_FACTOR)
-
-        noise = jax.random.normal(key_predictor, (dim,), y_flat.dtype)
-        if predictor == "gaussian":
-            x0_flat = tweedie_flat + jnp.sqrt(gaussian_var) * noise
-        elif predictor == "ddpm":
-            # e^h = 1/a; the exponential integrator of the reverse SDE.
-            x0_flat = (
-                y_flat / a
-                + 2.0 * (1.0 / a - 1.0) * score_y_flat
-                + jnp.sqrt(1.0 / a**2 - 1.0) * noise
-            )
-        else:
-            x0_flat = tweedie_flat
-
-        geometry = SegmentGeometry(
-            time=t_end,
-            mean_coef=a,
-            noise_var=s2,
-            conditioning=y,
-            gaussian_mean=unravel(tweedie_flat),
-            gaussian_variance=gaussian_var,
-            dim=dim,
+        y = state.position
+        problem = _segment_problem(
+            target,
+            times,
+            k,
+            y,
+            state.score,
+            rng_key,
+            inner,
+            logdensity_t,
+            predictor,
+            curvature,
+            secant_scale,
         )
-        if inner.energy is not None:
-            logdensity_p = inner.energy(target, geometry)
-        else:
-            logdensity_p = lambda x: logdensity_t(x, t_end)  # noqa: E731
-        logdensity_fn = segment_logdensity(logdensity_p, y, a, s2)
-        params = inner.parameters(geometry)
-        inner_state = inner.init(key_init, unravel(x0_flat), logdensity_fn)
+        # The same split as in _segment_problem: keys 0 and 1 went to the secant
+        # and the predictor, 2 and 3 are the inner chain's.
+        _, _, key_init, key_chain = jax.random.split(rng_key, 4)
+        geometry, params, logdensity_fn = (
+            problem.geometry,
+            problem.params,
+            problem.logdensity_fn,
+        )
+        t_end, a, s2 = geometry.time, geometry.mean_coef, geometry.noise_var
+        dtype = ravel_pytree(y)[0].dtype
+        nfe = problem.num_evaluations
+        inner_state = inner.init(key_init, problem.initial_position, logdensity_fn)
         nfe = nfe + inner.evaluations_at_init
 
         num_steps = steps_table[k]
@@ -378,7 +540,7 @@ def build_kernel(
             return chain_state, acceptance_sum + inner.acceptance_of(info)
 
         inner_state, acceptance_sum = jax.lax.fori_loop(
-            0, num_steps, one_step, (inner_state, jnp.zeros((), y_flat.dtype))
+            0, num_steps, one_step, (inner_state, jnp.zeros((), dtype))
         )
         nfe = nfe + num_steps * inner.evaluations_per_step
         acceptance = jnp.where(
@@ -404,8 +566,8 @@ def build_kernel(
             time=t_end,
             acceptance_rate=acceptance,
             num_evaluations=nfe,
-            step_size=jnp.asarray(step_size, y_flat.dtype),
-            curvature=lam,
+            step_size=jnp.asarray(step_size, dtype),
+            curvature=problem.curvature,
             is_finite=_all_finite(position) & _all_finite(new_score),
         )
         return new_state, info
