@@ -174,7 +174,7 @@ def make_score_network(
     --------
     >>> import jax, jax.numpy as jnp
     >>> data = jax.random.normal(jax.random.key(0), (100, 2)) * 2.0 + 1.0
-    >>> net = make_score_network(jax.random.key(1), data, hidden=16, depth=1)
+    >>> net = make_score_network(jax.random.key(1), data, hidden=8, depth=1)
     >>> net(jnp.zeros(2), 0.5).shape
     (2,)
     """
@@ -319,10 +319,10 @@ def train_score(
     --------
     >>> import jax, jax.numpy as jnp
     >>> data = 0.5 * jax.random.normal(jax.random.key(0), (512, 2)) + 1.0
-    >>> trained = train_score(jax.random.key(1), data, num_steps=100, batch_size=64,
-    ...                       hidden=32, depth=2, chunk_size=50, progress_bar=False)
+    >>> trained = train_score(jax.random.key(1), data, num_steps=20, batch_size=64,
+    ...                       hidden=8, depth=1, chunk_size=20, progress_bar=False)
     >>> trained.loss_history.shape
-    (100,)
+    (20,)
     >>> trained.model(jnp.ones(2), 0.1).shape
     (2,)
     """
@@ -460,7 +460,8 @@ def learned_target(trained: "TrainedScore | ScoreNetwork") -> Target:
     --------
     >>> import jax, jax.numpy as jnp
     >>> data = jax.random.normal(jax.random.key(0), (64, 3))
-    >>> target = learned_target(make_score_network(jax.random.key(1), data))
+    >>> net = make_score_network(jax.random.key(1), data, hidden=8, depth=1)
+    >>> target = learned_target(net)
     >>> target.logdensity is None
     True
     >>> target.score(jnp.zeros(3), 0.0).shape
