@@ -815,12 +815,7 @@ def format_table(table) -> str:
      segment  max_rhat
            0     1.001
     """
-    return table.to_string(
-        index=False,
-        float_format=lambda v: (
-            f"{v:.4g}" if abs(v) >= 1e4 or abs(v) < 1e-3 else f"{v:.3f}"
-        ),
-    )
+    return table.to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 
 def _ranks(draws: np.ndarray) -> np.ndarray:
