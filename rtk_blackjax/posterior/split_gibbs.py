@@ -47,19 +47,25 @@ variance there), which is why the population is prepared by annealing rather tha
 a long chain at ``rho_final``.
 """
 
-import math
 from collections.abc import Callable
 from typing import Any
 
+import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from jax.flatten_util import ravel_pytree
+from numpyro.distributions import constraints
+from numpyro.infer.util import initialize_model
 
 from rtk_blackjax.diffusion import _check_count, _check_positive, geometric_grid
 from rtk_blackjax.driver import NonFiniteSamplesError
 from rtk_blackjax.mcmc import rtk as rtk_module
 from rtk_blackjax.mcmc.inner import InnerKernel, mala_inner, score_mala_inner
 from rtk_blackjax.posterior.base import PosteriorResult
+from rtk_blackjax.posterior.prior import DiffusionPrior
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import Array, ArrayLike, PRNGKey
 
@@ -474,53 +480,48 @@ def split_gibbs_linear_gaussian(
         correction = jax.scipy.linalg.cho_solve((chol, True), y - y0)
         return z0 + rho2 * (A.T @ correction)
 
-    def sweep(key, x, k, chol):
+    x_template = jnp.zeros(dim, A.dtype)
+    horizon_scale = jnp.exp(block.times[0])
+
+    def sweep(key, x, k, chol, from_prior):
         key_z, key_x = jax.random.split(key)
         z = z_block(key_z, x, block.rho(k) ** 2, chol)
-        return block.sample(key_x, z, k)
+        # The very first sweep draws from the prior: x_T = a_T z ~ N(0, I) at k = 0.
+        z_prior = horizon_scale * jax.random.normal(key_z, x.shape, x.dtype)
+        return block.sample(key_x, jnp.where(from_prior, z_prior, z), k)
 
-    sweep_chains = jax.vmap(sweep, in_axes=(0, 0, None, None))
+    sweep_chains = jax.vmap(sweep, in_axes=(0, 0, None, None, None))
 
+    # One compiled program for every stage, the prior draws and the draws: the
+    # stage index, the sweep count and the prior flag are traced values.
     @jax.jit
-    def init_chains(key):
-        keys = jax.random.split(key, num_chains)
-        return jax.vmap(lambda kk: block.sample_prior(kk, dim))(keys)
-
-    @jax.jit
-    def anneal(key, x, k, num_sweeps):
+    def run(key, x, k, num_sweeps, from_prior):
         chol = noise_chol(block.rho(k) ** 2)
 
         def body(i, carry):
-            x, nfe, finite = carry
+            x, nfe, _, finite = carry
             keys = jax.random.split(jax.random.fold_in(key, i), num_chains)
-            x, n, _, ok = sweep_chains(keys, x, k, chol)
-            return x, nfe + jnp.sum(n), finite & jnp.all(ok)
+            x, n, acc, ok = sweep_chains(keys, x, k, chol, from_prior)
+            return x, nfe + jnp.sum(n), acc, finite & jnp.all(ok)
 
-        return jax.lax.fori_loop(
-            0, num_sweeps, body, (x, jnp.zeros((), jnp.int32), jnp.asarray(True))
+        init = (
+            x,
+            jnp.zeros((), jnp.int32),
+            jnp.zeros(num_chains, x.dtype),
+            jnp.asarray(True),
         )
+        return jax.lax.fori_loop(0, num_sweeps, body, init)
 
     @jax.jit
     def log_lik_all(x, k):
         chol = noise_chol(block.rho(k) ** 2)
         return jax.vmap(marginal_loglik, in_axes=(0, None))(x, chol)
 
-    @jax.jit
-    def draw(key, x):
-        chol = noise_chol(block.rho(final_k) ** 2)
-
-        def body(x, key_i):
-            keys = jax.random.split(key_i, num_chains)
-            x, n, acc, ok = sweep_chains(keys, x, final_k, chol)
-            return x, (x, n, acc, ok)
-
-        _, out = jax.lax.scan(body, x, jax.random.split(key, num_draws))
-        return out
-
     key_init, key_anneal, key_draw = jax.random.split(rng_key, 3)
-    x, nfe0, _, ok = init_chains(key_init)
+    x0 = jnp.broadcast_to(x_template, (num_chains, dim))
+    x, nfe0, _, ok = run(key_init, x0, 0, 1, True)
     _raise_if_nonfinite(ok, "the initial prior draws")
-    total_nfe = int(np.sum(np.asarray(nfe0, np.int64)))
+    total_nfe = int(nfe0)
     likelihood_evals = 0
     log_w = jnp.zeros(num_chains)
     prev_loglik = jnp.zeros(num_chains)
@@ -539,7 +540,7 @@ def split_gibbs_linear_gaussian(
                 log_w = jnp.zeros(num_chains)
             ess_trace.append(ess / num_chains)
             resampled.append(bool(do_resample))
-        x, nfe, ok = anneal(key_s, x, k, sweeps_per_stage)
+        x, nfe, _, ok = run(key_s, x, k, sweeps_per_stage, False)
         _raise_if_nonfinite(ok, f"annealing stage {j} (rho={float(block.rho(k)):.3g})")
         total_nfe += int(nfe)
         likelihood_evals += num_chains * sweeps_per_stage
@@ -547,11 +548,16 @@ def split_gibbs_linear_gaussian(
             prev_loglik = log_lik_all(x, k)
             likelihood_evals += num_chains
 
-    draws, nfe, acc, ok = draw(key_draw, x)
-    _raise_if_nonfinite(ok, f"the draws at rho_final={rho_final}")
-    total_nfe += int(np.sum(np.asarray(nfe, np.int64)))
+    draws, accs = [], []
+    for i in range(num_draws):
+        x, nfe, acc, ok = run(jax.random.fold_in(key_draw, i), x, final_k, 1, False)
+        _raise_if_nonfinite(ok, f"draw {i} at rho_final={rho_final}")
+        total_nfe += int(nfe)
+        draws.append(x)
+        accs.append(acc)
     likelihood_evals += num_chains * num_draws
     num_samples = num_chains * num_draws
+    draws, acc = jnp.stack(draws), jnp.stack(accs)
     samples = jnp.swapaxes(draws, 0, 1)
     acceptance = {
         "prior": jnp.swapaxes(acc, 0, 1),
@@ -633,8 +639,340 @@ def to_arviz(result: PosteriorResult, var_name: str = "x") -> Any:
     return xr.DataTree.from_dict({"posterior": posterior, "sample_stats": sample_stats})
 
 
-def split_gibbs(*args, **kwargs):  # replaced below once the NumPyro path is in
-    raise NotImplementedError("split_gibbs for NumPyro models: coming next")
+# --- NumPyro models ------------------------------------------------------------------
+
+# Target acceptance of the adapted likelihood-block kernels (MALA's optimal 0.574,
+# NUTS's usual 0.8); step sizes adapt only during annealing, never during the draws.
+_MALA_TARGET, _NUTS_TARGET = 0.574, 0.8
 
 
-_ = math  # keep the import for later use
+class _FlatDiffusionPrior(numpyro.primitives.Messenger):
+    """Replace every ``DiffusionPrior`` site's law by a flat one (log density 0).
+
+    The relaxed model puts the prior on ``x`` and the likelihood on ``z``: the
+    likelihood block needs the model's log density *without* the prior term.
+    """
+
+    def process_message(self, msg):
+        if msg["type"] == "sample" and isinstance(msg["fn"], DiffusionPrior):
+            msg["fn"] = dist.ImproperUniform(
+                constraints.real_vector, (), msg["fn"].event_shape
+            )
+
+
+def _inspect_model(rng_key, model, model_args, model_kwargs):
+    """Name and dimension of the one ``DiffusionPrior`` site, and the other latents."""
+
+    def zeros_for_prior(site):
+        if isinstance(site["fn"], DiffusionPrior):
+            return jnp.zeros(site["fn"].event_shape)
+        return None
+
+    traced = numpyro.handlers.trace(
+        numpyro.handlers.substitute(
+            numpyro.handlers.seed(model, rng_key), substitute_fn=zeros_for_prior
+        )
+    ).get_trace(*model_args, **model_kwargs)
+    prior_sites, others = [], []
+    for name, site in traced.items():
+        if site["type"] != "sample" or site["is_observed"]:
+            continue
+        if isinstance(site["fn"], DiffusionPrior):
+            prior_sites.append(name)
+        else:
+            if getattr(site["fn"], "has_enumerate_support", False) or not (
+                jnp.issubdtype(jnp.asarray(site["value"]).dtype, jnp.floating)
+            ):
+                raise ValueError(
+                    f"model site {name!r} is discrete; split_gibbs samples the other "
+                    "latent sites with NUTS and needs them continuous"
+                )
+            others.append(name)
+    if len(prior_sites) != 1:
+        raise ValueError(
+            "model must contain exactly one latent DiffusionPrior sample site, found "
+            f"{len(prior_sites)} ({prior_sites})"
+        )
+    name = prior_sites[0]
+    return name, traced[name]["fn"], others
+
+
+def split_gibbs(
+    rng_key: PRNGKey,
+    model: Callable,
+    *model_args,
+    num_chains: int,
+    num_draws: int,
+    prior_nfe_budget: float | None = None,
+    rho_start: float = 2.0,
+    rho_final: float = 0.1,
+    num_segments: int = 12,
+    num_stages: int | None = None,
+    inner_steps: int = 2,
+    sweeps_per_stage: int | None = None,
+    likelihood_steps: int = 3,
+    horizon: float = 5.0,
+    inner: InnerKernel | None = None,
+    **model_kwargs,
+) -> PosteriorResult:
+    """Split Gibbs for a NumPyro model with one :class:`DiffusionPrior` site.
+
+    Per sweep, for each chain:
+
+    1. **likelihood block** ``z | x, rest``: ``likelihood_steps`` BlackJAX MALA steps
+       on ``log p(y, rest | x := z) - |z - x|² / (2ρ²)`` (the model's log density with
+       the prior site replaced by a flat law, from ``numpyro.infer.util``);
+    2. **latent block** ``rest | z`` (other latent sites, e.g. a noise scale): one
+       NUTS step on their unconstrained space (Jacobians included);
+    3. **prior block** ``x | z``: RTK from ``t*(ρ)``, exactly as in
+       :func:`split_gibbs_linear_gaussian`.
+
+    ρ is annealed over the master grid's points from ``rho_start`` to ``rho_final``
+    (no reweighting here: the x-marginal of the relaxed model is not available for a
+    general likelihood, so mode weights across well separated prior modes are only as
+    good as the mixing at the larger ρ). MALA and NUTS step sizes adapt to their
+    target acceptance per chain during annealing and are frozen for the draws.
+
+    Parameters
+    ----------
+    rng_key
+        JAX PRNG key.
+    model, *model_args, **model_kwargs
+        The NumPyro model and its arguments (observed data included).
+    num_chains, num_draws
+        Shape of the returned draws.
+    prior_nfe_budget
+        Prior evaluations per returned sample; buys ``sweeps_per_stage`` as in
+        :func:`split_gibbs_linear_gaussian`. Default: ``sweeps_per_stage = 5``.
+    rho_start, rho_final, num_segments, num_stages, inner_steps, horizon, inner
+        ρ schedule and RTK prior block (see :func:`split_gibbs_linear_gaussian`).
+    likelihood_steps
+        MALA steps of the likelihood block per sweep.
+
+    Returns
+    -------
+    PosteriorResult
+        ``samples`` of the prior site ``(chains, draws, d)``;
+        ``extras["sites"]`` the other latent sites, constrained, ``(chains,
+        draws, ...)``; acceptance per block ``"prior"``, ``"likelihood"``,
+        ``"latent"``; ``likelihood_evals`` counts log-likelihood gradient
+        evaluations (MALA steps and NUTS integration steps).
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist
+    >>> import rtk_blackjax as rb
+    >>> from rtk_blackjax.posterior.prior import DiffusionPrior
+    >>> prior = DiffusionPrior(rb.targets.gaussian(jnp.zeros(2), 1.0), nfe=25)
+    >>> def model(y=None):
+    ...     x = numpyro.sample("x", prior)
+    ...     sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+    ...     numpyro.sample("y", dist.Normal(x[0], sigma), obs=y)
+    >>> res = split_gibbs(jax.random.key(0), model, num_chains=4, num_draws=3,
+    ...                   sweeps_per_stage=1, num_segments=4, y=jnp.array(0.5))
+    >>> res.samples.shape, bool((res.extras["sites"]["sigma"] > 0).all())
+    ((4, 3, 2), True)
+    """
+    rng_key = _check_key(rng_key)
+    if not callable(model):
+        raise TypeError(f"model must be a NumPyro model (a callable), got {model!r}")
+    num_chains = _check_count("num_chains", num_chains)
+    num_draws = _check_count("num_draws", num_draws)
+    likelihood_steps = _check_count("likelihood_steps", likelihood_steps)
+    rho_start = _check_positive("rho_start", rho_start)
+    key_model, key_init, key_anneal, key_draw = jax.random.split(rng_key, 4)
+    x_name, prior_dist, others = _inspect_model(
+        key_model, model, model_args, model_kwargs
+    )
+    dim = prior_dist.dim
+    block = prior_block(
+        prior_dist.target,
+        rho_final=rho_final,
+        num_segments=num_segments,
+        horizon=horizon,
+        inner=inner,
+        inner_steps=inner_steps,
+    )
+    if rho_start < rho_final:
+        raise ValueError(
+            f"rho_start={rho_start} must be at least rho_final={rho_final}"
+        )
+    stages = _stages(block, rho_start, num_stages)
+    if sweeps_per_stage is None:
+        if prior_nfe_budget is None:
+            sweeps_per_stage = 5
+        else:
+            budget = _check_positive("prior_nfe_budget", prior_nfe_budget)
+            sweeps_per_stage = _plan_sweeps(block, stages, num_draws, budget)
+    sweeps_per_stage = _check_count("sweeps_per_stage", sweeps_per_stage)
+    final_k = block.num_segments - 1
+
+    flat_model = _FlatDiffusionPrior(model)
+    info = initialize_model(
+        key_init, flat_model, model_args=model_args, model_kwargs=model_kwargs
+    )
+    potential_fn, postprocess_fn = info.potential_fn, info.postprocess_fn
+    init_params = info.param_info.z
+    rest0 = {name: init_params[name] for name in others}
+    u0, unravel_rest = ravel_pytree(rest0)
+    has_rest = u0.shape[0] > 0
+    mala_kernel = blackjax.mala.build_kernel()
+    nuts_kernel = blackjax.nuts.build_kernel()
+    dtype = jnp.result_type(float)
+
+    horizon_scale = jnp.exp(block.times[0])
+
+    def sweep(key, carry, k, adapt, from_prior):
+        x, z, u, log_eps_z, log_eps_u = carry
+        rho2 = block.rho(k) ** 2
+        key_z, key_u, key_x = jax.random.split(key, 3)
+        rest = unravel_rest(u)
+
+        def logdensity_z(zz):
+            params = {x_name: zz, **rest}
+            return -potential_fn(params) - 0.5 * jnp.sum((zz - x) ** 2) / rho2
+
+        state = blackjax.mala.init(z, logdensity_z)
+        eps_z = jnp.exp(log_eps_z) * rho2
+
+        def mala_step(i, carry):
+            state, acc = carry
+            state, step_info = mala_kernel(
+                jax.random.fold_in(key_z, i), state, logdensity_z, eps_z
+            )
+            return state, acc + step_info.acceptance_rate
+
+        state, acc_z = jax.lax.fori_loop(
+            0, likelihood_steps, mala_step, (state, jnp.zeros((), dtype))
+        )
+        z = state.position
+        acc_z = acc_z / likelihood_steps
+        lik_evals = 1 + likelihood_steps
+        acc_u = jnp.ones((), dtype)
+        if has_rest:
+
+            def logdensity_u(uu):
+                return -potential_fn({x_name: z, **unravel_rest(uu)})
+
+            state_u = blackjax.nuts.init(u, logdensity_u)
+            state_u, nuts_info = nuts_kernel(
+                key_u,
+                state_u,
+                logdensity_u,
+                step_size=jnp.exp(log_eps_u),
+                inverse_mass_matrix=jnp.ones_like(u),
+            )
+            u, acc_u = state_u.position, nuts_info.acceptance_rate
+            lik_evals = lik_evals + 1 + nuts_info.num_integration_steps
+        # The very first sweep draws x from the prior: x_T = a_T z ~ N(0, I), k = 0.
+        z_prior = horizon_scale * jax.random.normal(key_x, z.shape, z.dtype)
+        x, nfe, acc_x, ok = block.sample(
+            jax.random.fold_in(key_x, 1), jnp.where(from_prior, z_prior, z), k
+        )
+        z = jnp.where(from_prior, x, z)
+        # Robbins-Monro on the log step sizes, during annealing only.
+        log_eps_z = log_eps_z + jnp.where(adapt, 0.5 * (acc_z - _MALA_TARGET), 0.0)
+        log_eps_u = log_eps_u + jnp.where(adapt, 0.5 * (acc_u - _NUTS_TARGET), 0.0)
+        ok = ok & jnp.all(jnp.isfinite(z)) & jnp.all(jnp.isfinite(u))
+        carry = (x, z, u, log_eps_z, log_eps_u)
+        return carry, (nfe, lik_evals, acc_x, acc_z, acc_u, ok)
+
+    sweep_chains = jax.vmap(sweep, in_axes=(0, 0, None, None, None))
+
+    # One compiled program for the prior draws, every stage and the draws.
+    @jax.jit
+    def run(key, carry, k, num_sweeps, adapt, from_prior):
+        def body(i, loop):
+            carry, nfe, lik, _, finite = loop
+            keys = jax.random.split(jax.random.fold_in(key, i), num_chains)
+            carry, (n, ln, acc_x, acc_z, acc_u, ok) = sweep_chains(
+                keys, carry, k, adapt, from_prior
+            )
+            return (
+                carry,
+                nfe + jnp.sum(n),
+                lik + jnp.sum(ln),
+                (acc_x, acc_z, acc_u),
+                finite & jnp.all(ok),
+            )
+
+        zero = jnp.zeros((), jnp.int32)
+        accs = (jnp.zeros(num_chains, dtype),) * 3
+        return jax.lax.fori_loop(
+            0, num_sweeps, body, (carry, zero, zero, accs, jnp.asarray(True))
+        )
+
+    x0 = jnp.zeros((num_chains, dim), dtype)
+    carry = (
+        x0,
+        x0,
+        jnp.broadcast_to(u0, (num_chains,) + u0.shape),
+        jnp.full(num_chains, -np.log(dim) / 3.0, dtype),
+        jnp.full(num_chains, np.log(0.1), dtype),
+    )
+    carry, nfe0, _, _, ok = run(
+        jax.random.fold_in(key_init, 1), carry, 0, 1, False, True
+    )
+    _raise_if_nonfinite(ok, "the initial prior draws")
+    total_nfe, total_lik = int(nfe0), 0
+    for j, k in enumerate(stages):
+        carry, nfe, lik, _, ok = run(
+            jax.random.fold_in(key_anneal, j), carry, k, sweeps_per_stage, True, False
+        )
+        _raise_if_nonfinite(ok, f"annealing stage {j} (rho={float(block.rho(k)):.3g})")
+        total_nfe += int(nfe)
+        total_lik += int(lik)
+    xs, us, acc_x, acc_z, acc_u = [], [], [], [], []
+    for i in range(num_draws):
+        carry, nfe, lik, accs, ok = run(
+            jax.random.fold_in(key_draw, i), carry, final_k, 1, False, False
+        )
+        _raise_if_nonfinite(ok, f"draw {i} at rho_final={rho_final}")
+        total_nfe += int(nfe)
+        total_lik += int(lik)
+        xs.append(carry[0])
+        us.append(carry[2])
+        acc_x.append(accs[0])
+        acc_z.append(accs[1])
+        acc_u.append(accs[2])
+    xs, us = jnp.stack(xs), jnp.stack(us)
+    acc_x, acc_z, acc_u = jnp.stack(acc_x), jnp.stack(acc_z), jnp.stack(acc_u)
+
+    sites = {}
+    if others:
+        flat_u = us.reshape((-1,) + us.shape[2:])
+
+        def constrain(uu):
+            values = postprocess_fn({x_name: jnp.zeros(dim, dtype), **unravel_rest(uu)})
+            return {name: values[name] for name in others}
+
+        constrained = jax.jit(jax.vmap(constrain))(flat_u)
+        sites = {
+            name: jnp.swapaxes(v.reshape((num_draws, num_chains) + v.shape[1:]), 0, 1)
+            for name, v in constrained.items()
+        }
+    num_samples = num_chains * num_draws
+    acceptance = {
+        "prior": jnp.swapaxes(acc_x, 0, 1),
+        "likelihood": jnp.swapaxes(acc_z, 0, 1),
+    }
+    if has_rest:
+        acceptance["latent"] = jnp.swapaxes(acc_u, 0, 1)
+    extras = {
+        "site": x_name,
+        "sites": sites,
+        "rho_schedule": np.asarray(block.rho(jnp.asarray(stages))),
+        "rho_final": float(block.rho(final_k)),
+        "sweeps_per_stage": sweeps_per_stage,
+        "times": np.asarray(block.times),
+        "inner_steps": inner_steps,
+        "likelihood_step_size": np.asarray(jnp.exp(carry[3]) * block.rho(final_k) ** 2),
+        "latent_step_size": np.asarray(jnp.exp(carry[4])),
+    }
+    return PosteriorResult(
+        samples=jnp.swapaxes(xs, 0, 1),
+        prior_nfe=total_nfe / num_samples,
+        likelihood_evals=total_lik / num_samples,
+        acceptance=acceptance,
+        extras=extras,
+    )
