@@ -1,0 +1,694 @@
+"""RTK for a target known only through ``logdensity_fn(x) = log p_0(x) + const``.
+
+Score-based samplers need ``∇ log p_t`` of the OU-diffused target; for an
+unnormalised log density (a NumPyro posterior, a BlackJAX ``logdensity_fn``) it has
+no closed form. This module never estimates it. It samples the *augmented joint*
+of the clean point ``x_0`` and the noisy point ``x_t`` instead.
+
+The augmented joint
+-------------------
+With ``x_t = a_t x_0 + s_t ξ`` (``a_t = e^{-t}``, ``s_t^2 = 1 - e^{-2t}``), the RTK
+segment target ``q_k(x | y) ∝ p_{t'}(x) N(y; a x, s^2)`` (``t' < t``, ``y ≈ x_t``) is
+the ``x``-marginal of
+
+    p_0(x_0) · N(x; a_{t'} x_0, s_{t'}^2 I) · N(y; a x, s^2 I),
+
+in which
+
+* ``x_0 | y`` is the *denoising posterior* ``π_y(x_0) ∝ p_0(x_0) N(x_0; y / a_t,
+  τ_t^2 I)``, ``τ_t^2 = e^{2t} - 1``: an MCMC problem that needs only ``log p_0``
+  and its gradient;
+* ``x | x_0, y`` is an exact Gaussian (a Brownian-bridge draw): mean
+  ``(a_{t'} s^2 x_0 + a s_{t'}^2 y) / s_t^2``, variance ``s_{t'}^2 s^2 / s_t^2``.
+
+Each particle therefore carries its ``x_0`` (``state.denoised``) along with its
+position. One segment ``t → t'``:
+
+1. *i-SIR* (iterated sampling-importance-resampling, ``num_importance`` = ``M``):
+   draw ``M`` candidates from ``N(y / a_t, τ_t^2 I)``, the Gaussian factor of
+   ``π_y``, so each candidate's importance weight is just ``p_0``; pick one among
+   them *and the current* ``x_0`` with probability ∝ ``p_0``. This is a
+   ``π_y``-invariant Markov kernel for any ``M`` (the current point is a
+   candidate), and its candidates cover every mode the Gaussian factor reaches:
+   the only move here that can jump between modes.
+2. ``num_inner_steps`` MALA steps (BlackJAX ``mala``) on ``π_y`` from there, with a
+   per-particle step size adapted between segments towards acceptance 0.574
+   (fixed within a segment, so each segment's kernel is ``π_y``-invariant).
+3. the exact bridge draw of the new position; on the last segment (``t' = 0``) the
+   new position *is* ``x_0``.
+
+Why warm-starting from the previous ``x_0`` is right: if ``x_0 ~ π_y`` and the
+bridge draws ``x``, then, by the Markov property of the forward process,
+``x_0 | x ~ π_x``: the carried ``x_0`` is already a draw from the next segment's
+denoising posterior, and the moves only have to *correct* it. Errors come only
+from chains that have not mixed: the process starts with ``y ~ N(0, I)`` at the
+horizon and ``x_0`` at ``initial_position``, and the carried ``x_0`` must be driven
+to ``π_y`` before ``y`` localises.
+
+Cost (NFE): ``M`` log-density evaluations for the candidates, one
+log-density-and-gradient at the chosen one (when ``M > 0``; counted even when the
+current point is kept, since under ``vmap`` both branches run), and one per MALA
+step (``value_and_grad`` counted as one evaluation, as BlackJAX does), plus one at
+``init``: ``1 + sum_k (M_k + [M_k > 0] + n_k)`` per sample.
+
+What was measured (see ``docs/numpyro.md``)
+-------------------------------------------
+The design choice between score estimation (importance sampling of ``E[x_0 | x_t]``)
+and the augmented joint, and the i-SIR/MALA schedule, are documented with numbers
+in ``docs/numpyro.md``.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import blackjax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rtk_blackjax.diffusion import geometric_grid, ou_variance, validate_grid
+from rtk_blackjax.mcmc.rtk import DiffusionAlgorithm, check_position
+from rtk_blackjax.types import Array, ArrayLike, PRNGKey
+
+__all__ = [
+    "LogDensityRTKState",
+    "LogDensityRTKInfo",
+    "init",
+    "build_kernel",
+    "as_top_level_api",
+    "rtk_logdensity",
+    "bridge_moments",
+    "default_schedule",
+    "GaussianReference",
+    "gaussian_reference",
+    "fit_reference",
+    "PilotResult",
+    "adapt_reference",
+]
+
+# MALA's optimal acceptance (Roberts & Rosenthal 1998) is the adaptation target.
+TARGET_ACCEPTANCE = 0.574
+# Log step-size learning rate of the between-segment adaptation.
+_ADAPT_RATE = 1.5
+_MAX_PER_SEGMENT = 10**6
+
+
+class LogDensityRTKState(NamedTuple):
+    """State of one particle of :func:`rtk_logdensity`.
+
+    position
+        Current point, an approximate draw from ``p_t`` at ``t = times[step]``;
+        after the last segment, the sample (at ``t = 0``).
+    denoised
+        The carried clean point ``x_0``: a draw from the denoising posterior
+        ``p(x_0 | x_t = position)`` (exactly ``position`` once ``t = 0``).
+    logdensity, logdensity_grad
+        ``log p_0`` and its gradient at ``denoised``.
+    step_size
+        MALA step-size *factor*, adapted between segments: the step on a segment
+        is ``step_size / (1 / v + 1 / τ_t^2)``, ``v`` the reference's mean
+        variance (1 without one), ``τ_t^2 = e^{2t} - 1``.
+    step
+        Index of the next segment (``0`` at the horizon, ``K`` when done).
+    num_evaluations
+        Evaluations of ``logdensity_fn`` or its gradient so far.
+    """
+
+    position: Array
+    denoised: Array
+    logdensity: Array
+    logdensity_grad: Array
+    step_size: Array
+    step: Array
+    num_evaluations: Array
+
+
+class LogDensityRTKInfo(NamedTuple):
+    """Information about one segment of one particle.
+
+    time
+        End time of the segment (the time of the new position).
+    acceptance_rate
+        Mean MALA acceptance probability (NaN when no MALA step ran).
+    importance_moved
+        Whether i-SIR picked a new candidate (False when ``M = 0``).
+    importance_ess
+        Effective sample size of the i-SIR weights (current point included).
+    num_evaluations
+        Evaluations spent on this segment.
+    is_finite
+        Whether the new position, ``x_0``, its log density and gradient are finite.
+    """
+
+    time: Array
+    acceptance_rate: Array
+    importance_moved: Array
+    importance_ess: Array
+    num_evaluations: Array
+    is_finite: Array
+
+
+def bridge_moments(
+    denoised: Array, conditioning: Array, t_start: ArrayLike, t_end: ArrayLike
+) -> tuple[Array, Array]:
+    """Mean and (isotropic) variance of ``x_{t_end} | x_0, x_{t_start}``.
+
+    For the OU process, ``t_end < t_start``; at ``t_end = 0`` the variance is 0 and
+    the mean is ``x_0``.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> mean, var = bridge_moments(jnp.ones(2), jnp.zeros(2), 1.0, 0.0)
+    >>> mean.tolist(), float(var)
+    ([1.0, 1.0], 0.0)
+    """
+    t_start, t_end = jnp.asarray(t_start), jnp.asarray(t_end)
+    a_end = jnp.exp(-t_end)
+    a = jnp.exp(-(t_start - t_end))
+    s2 = -jnp.expm1(-2.0 * (t_start - t_end))
+    s2_end, s2_start = ou_variance(t_end), ou_variance(t_start)
+    mean = (a_end * s2 * denoised + a * s2_end * conditioning) / s2_start
+    return mean, s2_end * s2 / s2_start
+
+
+class GaussianReference(NamedTuple):
+    """A Gaussian ``N(mean, basis diag(variances) basis^T)`` approximating ``p_0``.
+
+    Stored by its eigendecomposition so that its denoising posterior (its product
+    with ``N(y / a_t, τ_t^2 I)``) is diagonal in ``basis`` at every ``t``.
+    """
+
+    mean: Array
+    basis: Array
+    variances: Array
+
+
+def gaussian_reference(
+    mean: ArrayLike, covariance: ArrayLike, inflation: float = 1.0
+) -> GaussianReference:
+    """The i-SIR reference ``N(mean, inflation^2 covariance)``.
+
+    ``covariance`` is a ``(dim, dim)`` matrix, a ``(dim,)`` vector of variances or
+    a scalar. Inflating (``inflation > 1``) keeps the importance weights bounded
+    where ``p_0`` has heavier tails than its Gaussian fit.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> ref = gaussian_reference(jnp.zeros(2), jnp.array([[2.0, 0.0], [0.0, 1.0]]))
+    >>> sorted(ref.variances.tolist())
+    [1.0, 2.0]
+    """
+    mean = jnp.asarray(mean)
+    if mean.ndim != 1 or not jnp.issubdtype(mean.dtype, jnp.floating):
+        raise ValueError(
+            f"mean must be a flat real 1-D array, got shape {mean.shape}, "
+            f"dtype {mean.dtype}"
+        )
+    dim = mean.shape[0]
+    cov = jnp.asarray(covariance, mean.dtype)
+    if cov.ndim == 0:
+        cov = jnp.full((dim,), cov)
+    if cov.ndim == 1:
+        cov = jnp.diag(cov)
+    if cov.shape != (dim, dim):
+        raise ValueError(
+            f"covariance must be a scalar, ({dim},) or ({dim}, {dim}), got shape "
+            f"{cov.shape}"
+        )
+    if not bool(jnp.all(jnp.isfinite(cov))) or not bool(jnp.all(jnp.isfinite(mean))):
+        raise ValueError("mean and covariance must be finite, got NaN or inf")
+    variances, basis = jnp.linalg.eigh(0.5 * (cov + cov.T))
+    if not bool(jnp.all(variances > 0)):
+        raise ValueError(
+            "covariance must be positive definite, got eigenvalues "
+            f"down to {float(variances.min()):.3g}"
+        )
+    inflation = float(inflation)
+    if not inflation > 0:
+        raise ValueError(f"inflation must be positive, got {inflation}")
+    return GaussianReference(mean, basis, variances * inflation**2)
+
+
+def fit_reference(samples: ArrayLike, inflation: float = 1.5) -> GaussianReference:
+    """A :class:`GaussianReference` from the mean and covariance of ``samples``.
+
+    ``samples`` is ``(n, dim)``, e.g. a pilot run; a small ridge keeps the
+    covariance positive definite when ``n`` is small.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> ref = fit_reference(3.0 * jax.random.normal(jax.random.key(0), (4000, 2)),
+    ...                     inflation=1.0)
+    >>> [round(float(v)) for v in ref.variances]
+    [9, 9]
+    """
+    samples = jnp.asarray(samples)
+    if samples.ndim != 2 or samples.shape[0] < 2:
+        raise ValueError(
+            f"samples must have shape (n >= 2, dim), got shape {samples.shape}"
+        )
+    finite = jnp.all(jnp.isfinite(samples), axis=1)
+    if not bool(jnp.all(finite)):
+        raise ValueError(
+            f"samples must be finite, got {int((~finite).sum())} rows with NaN/inf"
+        )
+    mean = samples.mean(0)
+    cov = jnp.atleast_2d(jnp.cov(samples, rowvar=False))
+    ridge = 1e-6 * (jnp.trace(cov) / cov.shape[0] + 1.0)
+    return gaussian_reference(mean, cov + ridge * jnp.eye(cov.shape[0]), inflation)
+
+
+def _schedule(value, num_segments: int, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"{name} must be an int or a sequence of ints, one per segment"
+        ) from err
+    if arr.ndim == 0:
+        arr = np.full(num_segments, arr)
+    if arr.shape != (num_segments,):
+        raise ValueError(
+            f"{name} must be an int or have one entry per segment ({num_segments}), "
+            f"got shape {arr.shape}"
+        )
+    if not np.issubdtype(arr.dtype, np.integer) or np.any(arr < 0):
+        raise ValueError(f"{name} must be non-negative integers, got {arr.tolist()}")
+    if np.any(arr > _MAX_PER_SEGMENT):
+        raise ValueError(f"{name} must be at most {_MAX_PER_SEGMENT} per segment")
+    return arr.astype(np.int32)
+
+
+def default_schedule(
+    num_segments: int = 16,
+    horizon: float = 4.0,
+    num_importance: int = 256,
+    num_inner_steps: int = 4,
+) -> tuple[Array, np.ndarray, np.ndarray]:
+    """The default grid and per-segment i-SIR / MALA schedule.
+
+    A geometric grid from ``horizon`` to ``1e-3`` then 0; i-SIR on every segment
+    but the last (where ``π_y`` is a narrow Gaussian and candidates drawn from
+    its Gaussian factor are nearly all rejected), MALA steps everywhere.
+
+    Examples
+    --------
+    >>> times, m, n = default_schedule(4)
+    >>> len(times), m.tolist(), n.tolist()
+    (5, [256, 256, 256, 0], [4, 4, 4, 4])
+    """
+    times = geometric_grid(num_segments, horizon=horizon)
+    m = np.full(num_segments, num_importance, np.int32)
+    m[-1] = 0
+    n = np.full(num_segments, num_inner_steps, np.int32)
+    return times, m, n
+
+
+def init(
+    position: ArrayLike,
+    logdensity_fn: Callable[[Array], Array],
+    initial_denoised: Array | None = None,
+    step_size: float = 0.5,
+) -> LogDensityRTKState:
+    """Start a particle at ``position`` (a draw from ``N(0, I)`` at the horizon).
+
+    ``initial_denoised`` is the starting ``x_0`` (zeros by default; for a NumPyro
+    model, ``ModelDensity.initial_position``).
+    """
+    position = check_position(position)
+    if not isinstance(position, jax.Array) or position.ndim != 1:
+        raise ValueError(
+            "position must be a flat 1-D array (ravel pytrees first, e.g. with "
+            f"adapters.numpyro_model.model_density), got {jax.tree.structure(position)}"
+        )
+    if initial_denoised is None:
+        denoised = jnp.zeros_like(position)
+    else:
+        denoised = jnp.broadcast_to(
+            jnp.asarray(initial_denoised, position.dtype), position.shape
+        )
+    logdensity, grad = jax.value_and_grad(logdensity_fn)(denoised)
+    return LogDensityRTKState(
+        position=position,
+        denoised=denoised,
+        logdensity=logdensity,
+        logdensity_grad=grad,
+        step_size=jnp.asarray(step_size, position.dtype),
+        step=jnp.asarray(0, jnp.int32),
+        num_evaluations=jnp.asarray(1, jnp.int32),
+    )
+
+
+def _finite_or_neg_inf(logw: Array) -> Array:
+    # A candidate whose log density is NaN/inf-above cannot be chosen: weight 0.
+    return jnp.where(jnp.isnan(logw) | (logw == jnp.inf), -jnp.inf, logw)
+
+
+def build_kernel(
+    logdensity_fn: Callable[[Array], Array],
+    times: ArrayLike,
+    num_importance: int | Sequence[int] = 256,
+    num_inner_steps: int | Sequence[int] = 4,
+    adapt_step_size: bool = True,
+    reference: GaussianReference | None = None,
+) -> Callable:
+    """Build ``kernel(rng_key, state) -> (state, info)`` running one segment.
+
+    Parameters
+    ----------
+    logdensity_fn
+        ``x (dim,) -> log p_0(x)`` up to a constant, differentiable by JAX.
+    times
+        Reverse-time grid, horizon first, ending at 0.
+    num_importance
+        i-SIR candidates per segment (int or one per segment; 0 skips i-SIR).
+    num_inner_steps
+        MALA steps per segment (int or one per segment).
+    adapt_step_size
+        Adapt the MALA step size between segments towards acceptance 0.574.
+    reference
+        Gaussian approximation of ``p_0`` that shapes the i-SIR proposal (see
+        :func:`gaussian_reference`); ``None``: the flat reference, i.e. candidates
+        from the Gaussian factor ``N(y / a_t, τ_t^2 I)`` alone.
+    """
+    if not callable(logdensity_fn):
+        raise TypeError(
+            f"logdensity_fn must be callable, got {type(logdensity_fn).__name__}"
+        )
+    if reference is not None and not isinstance(reference, GaussianReference):
+        raise TypeError(
+            "reference must be a GaussianReference (gaussian_reference(...) or "
+            f"fit_reference(...)), got {type(reference).__name__}"
+        )
+    times = validate_grid(times)
+    num_segments = int(times.shape[0]) - 1
+    m_table = _schedule(num_importance, num_segments, "num_importance")
+    n_table = _schedule(num_inner_steps, num_segments, "num_inner_steps")
+    max_m = int(m_table.max())
+    m_table_j, n_table_j = jnp.asarray(m_table), jnp.asarray(n_table)
+    mala = blackjax.mala.build_kernel()
+    # Typical variance of p_0 per coordinate (harmonic mean: the narrow directions
+    # limit MALA; 1 without a reference, the OU scale).
+    ref_variance = (
+        1.0 if reference is None else 1.0 / jnp.mean(1.0 / reference.variances)
+    )
+    value_and_grad = jax.value_and_grad(logdensity_fn)
+
+    def kernel(
+        rng_key: PRNGKey, state: LogDensityRTKState
+    ) -> tuple[LogDensityRTKState, LogDensityRTKInfo]:
+        k = state.step
+        t_start, t_end = times[k], times[k + 1]
+        y, x0 = state.position, state.denoised
+        dtype = y.dtype
+        key_is, key_pick, key_mala, key_bridge = jax.random.split(rng_key, 4)
+        a_t = jnp.exp(-t_start)
+        tau2 = jnp.expm1(2.0 * t_start)  # = s_t^2 / a_t^2
+        center = y / a_t
+        m_k, n_k = m_table_j[k], n_table_j[k]
+        nfe = jnp.asarray(0, jnp.int32)
+
+        # 1. i-SIR. The proposal is the denoising posterior of the Gaussian
+        # reference N(m, V diag(λ) V^T): Gaussian, diagonal in the V basis, so that
+        # for a Gaussian p_0 every weight is equal; the weight is p_0 / reference.
+        if max_m > 0:
+            noise = jax.random.normal(key_is, (max_m,) + y.shape, dtype)
+            if reference is None:
+                candidates = center + jnp.sqrt(tau2) * noise
+                ref_logpdf = lambda x: jnp.zeros((), dtype)  # noqa: E731
+            else:
+                basis, lam, ref_mean = (
+                    reference.basis,
+                    reference.variances,
+                    reference.mean,
+                )
+                var_q = 1.0 / (1.0 / lam + 1.0 / tau2)
+                mean_q = basis @ (
+                    var_q * (basis.T @ ref_mean / lam + basis.T @ center / tau2)
+                )
+                candidates = mean_q + (noise * jnp.sqrt(var_q)) @ basis.T
+
+                def ref_logpdf(x):
+                    z = basis.T @ (x - ref_mean)
+                    return -0.5 * jnp.sum(z**2 / lam)
+
+            logw = _finite_or_neg_inf(
+                jax.vmap(logdensity_fn)(candidates) - jax.vmap(ref_logpdf)(candidates)
+            )
+            # Segments with fewer candidates mask the rest (one compiled shape).
+            logw = jnp.where(jnp.arange(max_m) < m_k, logw, -jnp.inf)
+            current_logw = _finite_or_neg_inf(state.logdensity - ref_logpdf(x0))
+            all_logw = jnp.concatenate([current_logw[None], logw])
+            index = jax.random.categorical(key_pick, all_logw)
+            weights = jax.nn.softmax(all_logw)
+            ess = 1.0 / jnp.sum(weights**2)
+            moved = index > 0
+            chosen = jnp.where(moved, candidates[jnp.maximum(index - 1, 0)], x0)
+            # The gradient at a new point costs one more evaluation.
+            new_logd, new_grad = jax.lax.cond(
+                moved,
+                value_and_grad,
+                lambda _: (state.logdensity, state.logdensity_grad),
+                chosen,
+            )
+            x0 = chosen
+            nfe = nfe + m_k + jnp.where(m_k > 0, 1, 0).astype(jnp.int32)
+        else:
+            moved = jnp.zeros((), bool)
+            ess = jnp.ones((), dtype)
+            new_logd, new_grad = state.logdensity, state.logdensity_grad
+
+        # 2. MALA on π_y(x0) = log p_0(x0) - |x0 - y/a|^2 / (2 τ^2).
+        def posterior_logdensity(x):
+            return logdensity_fn(x) - 0.5 * jnp.sum((x - center) ** 2) / tau2
+
+        prior_term = -0.5 * jnp.sum((x0 - center) ** 2) / tau2
+        mala_state = blackjax.mala.init(x0, posterior_logdensity)._replace(
+            logdensity=new_logd + prior_term,
+            logdensity_grad=new_grad - (x0 - center) / tau2,
+        )
+        # The adapted quantity is relative to π_y's scale, which shrinks like τ_t^2
+        # along a geometric grid faster than any between-segment adaptation could
+        # follow: step = factor * (1 / v_ref + 1 / τ^2)^{-1}.
+        step_size = state.step_size / (1.0 / ref_variance + 1.0 / tau2)
+
+        def one_step(i, carry):
+            ms, acc = carry
+            ms, info = mala(
+                jax.random.fold_in(key_mala, i), ms, posterior_logdensity, step_size
+            )
+            return ms, acc + info.acceptance_rate
+
+        mala_state, acc_sum = jax.lax.fori_loop(
+            0, n_k, one_step, (mala_state, jnp.zeros((), dtype))
+        )
+        acceptance = jnp.where(n_k > 0, acc_sum / jnp.maximum(n_k, 1), jnp.nan)
+        nfe = nfe + n_k
+        x0 = mala_state.position
+        logd = mala_state.logdensity + 0.5 * jnp.sum((x0 - center) ** 2) / tau2
+        grad = mala_state.logdensity_grad + (x0 - center) / tau2
+        step_factor = state.step_size
+        if adapt_step_size:
+            # Robbins–Monro on log(factor) with the segment's mean acceptance.
+            step_factor = jnp.where(
+                n_k > 0,
+                step_factor * jnp.exp(_ADAPT_RATE * (acceptance - TARGET_ACCEPTANCE)),
+                step_factor,
+            )
+
+        # 3. Exact bridge draw of the new position.
+        mean, var = bridge_moments(x0, y, t_start, t_end)
+        position = mean + jnp.sqrt(var) * jax.random.normal(key_bridge, y.shape, dtype)
+
+        finite = (
+            jnp.all(jnp.isfinite(position))
+            & jnp.all(jnp.isfinite(x0))
+            & jnp.isfinite(logd)
+            & jnp.all(jnp.isfinite(grad))
+        )
+        new_state = LogDensityRTKState(
+            position=position,
+            denoised=x0,
+            logdensity=logd,
+            logdensity_grad=grad,
+            step_size=step_factor,
+            step=k + 1,
+            num_evaluations=state.num_evaluations + nfe,
+        )
+        info = LogDensityRTKInfo(
+            time=t_end,
+            acceptance_rate=acceptance,
+            importance_moved=moved,
+            importance_ess=ess,
+            num_evaluations=nfe,
+            is_finite=finite,
+        )
+        return new_state, info
+
+    return kernel
+
+
+def as_top_level_api(
+    logdensity_fn: Callable[[Array], Array],
+    times: ArrayLike | None = None,
+    *,
+    num_importance: int | Sequence[int] | None = None,
+    num_inner_steps: int | Sequence[int] | None = None,
+    initial_position: ArrayLike | None = None,
+    step_size: float = 0.5,
+    adapt_step_size: bool = True,
+    reference: GaussianReference | None = None,
+) -> DiffusionAlgorithm:
+    """RTK on the augmented joint ``(x_0, x_t)`` for a plain log density.
+
+    Parameters
+    ----------
+    logdensity_fn
+        ``x (dim,) -> log p_0(x)`` up to a constant (flat positions).
+    times
+        Reverse-time grid (default: :func:`default_schedule`'s, 16 segments).
+    num_importance, num_inner_steps
+        i-SIR candidates and MALA steps per segment (int or per segment); the
+        defaults are :func:`default_schedule`'s.
+    initial_position
+        Starting ``x_0`` of every particle (the reference mean, or zeros).
+    step_size
+        Initial MALA step-size factor (relative to the denoising posterior's
+        scale, see :class:`LogDensityRTKState`; adapted between segments).
+    adapt_step_size
+        Whether to adapt it.
+    reference
+        Gaussian approximation of ``p_0`` shaping the i-SIR proposal
+        (:func:`gaussian_reference`, :func:`fit_reference`); ``None`` uses the
+        Gaussian factor of the denoising posterior alone.
+
+    Examples
+    --------
+    A 1-D two-mode target with weights 0.7 / 0.3:
+
+    >>> import jax, jax.numpy as jnp
+    >>> import rtk_blackjax as rb
+    >>> def logdensity_fn(x):
+    ...     comps = jnp.stack([jnp.log(0.7) - 0.5 * jnp.sum((x - 2.0) ** 2),
+    ...                        jnp.log(0.3) - 0.5 * jnp.sum((x + 2.0) ** 2)])
+    ...     return jax.nn.logsumexp(comps)
+    >>> alg = rtk_logdensity(logdensity_fn, rb.geometric_grid(6, horizon=4.0),
+    ...                      num_importance=32, num_inner_steps=2)
+    >>> result = rb.sample(jax.random.key(0), alg, 2000, dim=1)
+    >>> round(float(jnp.mean(result.samples > 0)), 1)
+    0.7
+    """
+    if times is None:
+        times, m_default, n_default = default_schedule()
+    else:
+        times = validate_grid(times)
+        num_segments = int(times.shape[0]) - 1
+        _, m_default, n_default = default_schedule(num_segments)
+    num_importance = m_default if num_importance is None else num_importance
+    num_inner_steps = n_default if num_inner_steps is None else num_inner_steps
+    kernel = build_kernel(
+        logdensity_fn,
+        times,
+        num_importance=num_importance,
+        num_inner_steps=num_inner_steps,
+        adapt_step_size=adapt_step_size,
+        reference=reference,
+    )
+    if initial_position is not None:
+        initial_position = check_position(jnp.asarray(initial_position))
+    elif reference is not None:
+        initial_position = reference.mean
+
+    def init_fn(position: ArrayLike, rng_key: PRNGKey | None = None):
+        del rng_key
+        return init(position, logdensity_fn, initial_position, step_size)
+
+    return DiffusionAlgorithm(init_fn, kernel, times)
+
+
+rtk_logdensity = as_top_level_api
+
+
+class PilotResult(NamedTuple):
+    """Output of :func:`adapt_reference`.
+
+    reference
+        The Gaussian reference fitted on the last pilot round.
+    num_evaluations
+        Total log-density/gradient evaluations of all pilot rounds (all particles).
+    samples
+        The last round's samples ``(num_particles, dim)``.
+    """
+
+    reference: GaussianReference
+    num_evaluations: int
+    samples: Array
+
+
+def adapt_reference(
+    rng_key: PRNGKey,
+    logdensity_fn: Callable[[Array], Array],
+    dim: int,
+    *,
+    num_rounds: int = 3,
+    num_particles: int = 200,
+    inflation: float = 1.5,
+    initial_position: ArrayLike | None = None,
+    reference: GaussianReference | None = None,
+    **algorithm_kwargs,
+) -> PilotResult:
+    """Fit the i-SIR reference by a few small pilot runs, each refitting the last.
+
+    Round 0 uses ``reference`` (default: none, the Gaussian factor alone); every
+    round fits :func:`fit_reference` on its samples. Mode weights that the first
+    round gets wrong are corrected by the next ones, as soon as every mode has
+    been visited once: the fitted covariance then spans them all.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> pilot = adapt_reference(jax.random.key(0), lambda x: -0.5 * jnp.sum(x**2) / 4,
+    ...                         2, num_rounds=1, num_particles=100, inflation=1.0,
+    ...                         times=jnp.array([3.0, 0.5, 0.0]),
+    ...                         num_importance=8, num_inner_steps=1)
+    >>> pilot.reference.variances.shape, pilot.num_evaluations > 0
+    ((2,), True)
+    """
+    from rtk_blackjax.driver import sample
+
+    if not isinstance(num_rounds, int) or num_rounds < 1:
+        raise ValueError(f"num_rounds must be an integer >= 1, got {num_rounds!r}")
+    if not isinstance(num_particles, int) or num_particles < 2:
+        raise ValueError(
+            f"num_particles must be an integer >= 2, got {num_particles!r}"
+        )
+    total = 0
+    samples = None
+    for r in range(num_rounds):
+        algorithm = as_top_level_api(
+            logdensity_fn,
+            reference=reference,
+            initial_position=initial_position if reference is None else None,
+            **algorithm_kwargs,
+        )
+        result = sample(
+            jax.random.fold_in(rng_key, r),
+            algorithm,
+            num_particles,
+            dim=dim,
+            on_nonfinite="mask",
+            return_info=False,
+        )
+        total += int(result.num_evaluations) * num_particles
+        finite = np.asarray(result.finite)
+        if finite.sum() < 2:
+            raise FloatingPointError(
+                f"pilot round {r}: {int((~finite).sum())} of {num_particles} "
+                "particles went non-finite; check logdensity_fn (and its gradient)"
+            )
+        samples = jnp.asarray(np.asarray(result.samples)[finite])
+        reference = fit_reference(samples, inflation)
+    return PilotResult(reference, total, samples)

@@ -1,0 +1,164 @@
+"""RTK on the augmented joint for plain log densities (adapters.logdensity)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rtk_blackjax as rb
+from rtk_blackjax.adapters.logdensity import (
+    GaussianReference,
+    adapt_reference,
+    bridge_moments,
+    build_kernel,
+    fit_reference,
+    gaussian_reference,
+    rtk_logdensity,
+)
+
+MEAN = jnp.array([1.0, -2.0, 0.5])
+VAR = jnp.array([0.25, 2.0, 1.0])
+
+
+def gaussian_logdensity(x):
+    return -0.5 * jnp.sum((x - MEAN) ** 2 / VAR)
+
+
+def test_bridge_moments_match_gaussian_conditioning():
+    # Joint of (x_0 fixed, x_{t'}, x_t) under the OU process, conditioned by hand.
+    t_end, t_start, x0, y = 0.3, 1.1, 0.7, -0.4
+    a1, v1 = np.exp(-t_end), 1 - np.exp(-2 * t_end)
+    a, v = np.exp(-(t_start - t_end)), 1 - np.exp(-2 * (t_start - t_end))
+    # x ~ N(a1 x0, v1); y | x ~ N(a x, v): posterior of x given y.
+    prec = 1 / v1 + a**2 / v
+    mean_expected = (a1 * x0 / v1 + a * y / v) / prec
+    mean, var = bridge_moments(jnp.array([x0]), jnp.array([y]), t_start, t_end)
+    np.testing.assert_allclose(mean, [mean_expected], rtol=1e-5)
+    np.testing.assert_allclose(var, 1 / prec, rtol=1e-5)
+    mean0, var0 = bridge_moments(jnp.array([x0]), jnp.array([y]), t_start, 0.0)
+    np.testing.assert_allclose(mean0, [x0], rtol=1e-6)
+    assert float(var0) == 0.0
+
+
+def test_gaussian_target_moments_and_nfe():
+    # A reference like a pilot fit (inflated 1.5x, off-centre by 0.3 sd).
+    times = rb.geometric_grid(8, horizon=4.0)
+    m = [32] * 7 + [0]
+    ref = gaussian_reference(MEAN + 0.3 * jnp.sqrt(VAR), 2.25 * VAR)
+    alg = rtk_logdensity(
+        gaussian_logdensity, times, num_importance=m, num_inner_steps=2, reference=ref
+    )
+    n = 4000
+    result = rb.sample(jax.random.key(0), alg, n, dim=3)
+    x = np.asarray(result.samples)
+    # Mean within 4 MC standard errors, variance within 4 sd of its estimator.
+    np.testing.assert_array_less(np.abs(x.mean(0) - MEAN), 4 * np.sqrt(VAR / n))
+    rel = x.var(0) / np.asarray(VAR) - 1
+    np.testing.assert_array_less(np.abs(rel), 4 * np.sqrt(2 / n))
+    # 1 at init, per segment M + 1 (i-SIR) + 2 MALA steps.
+    assert result.num_evaluations == 1 + sum(mk + (mk > 0) + 2 for mk in m)
+    assert np.all(np.asarray(result.info.is_finite))
+    acc = result.acceptance_per_segment()
+    assert np.all((acc[1:] > 0.3) & (acc[1:] < 0.9))
+
+
+def test_exact_reference_gives_uniform_importance_weights():
+    # For a Gaussian p_0 equal to the reference, every i-SIR weight is equal.
+    ref = gaussian_reference(MEAN, VAR)
+    times = jnp.array([2.0, 0.5, 0.0])
+    alg = rtk_logdensity(
+        gaussian_logdensity, times, num_importance=9, num_inner_steps=0, reference=ref
+    )
+    state = alg.init(jnp.zeros(3))
+    _, info = alg.step(jax.random.key(1), state)
+    np.testing.assert_allclose(info.importance_ess, 10.0, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_multimodal_weights_recovered_from_a_wrong_start():
+    # d = 6, two unit-variance modes 8 apart (along e_0), weights 0.7 / 0.3,
+    # every particle starts in the light mode: the pilot rounds must find the
+    # other one and the final run must weigh them right.
+    d, sep = 6, 8.0
+    mu = jnp.zeros(d).at[0].set(sep / 2)
+
+    def logp(x):
+        comps = jnp.stack(
+            [
+                jnp.log(0.7) - 0.5 * jnp.sum((x - mu) ** 2),
+                jnp.log(0.3) - 0.5 * jnp.sum((x + mu) ** 2),
+            ]
+        )
+        return jax.nn.logsumexp(comps)
+
+    kwargs = dict(
+        times=rb.geometric_grid(8, horizon=4.0),
+        num_importance=[64] * 7 + [0],
+        num_inner_steps=2,
+    )
+    pilot = adapt_reference(
+        jax.random.key(2),
+        logp,
+        d,
+        num_rounds=3,
+        num_particles=100,
+        initial_position=-mu,
+        **kwargs,
+    )
+    alg = rtk_logdensity(logp, reference=pilot.reference, **kwargs)
+    n = 1000
+    x = np.asarray(rb.sample(jax.random.key(3), alg, n, dim=d).samples)
+    frac = float(np.mean(x[:, 0] > 0))
+    assert abs(frac - 0.7) < 4 * np.sqrt(0.21 / n)  # 4 MC sd = 0.058
+    # Within-mode spread is the unit variance.
+    rel = x[:, 1:].var(0).mean() - 1
+    assert abs(rel) < 4 * np.sqrt(2 / (n * (d - 1)))
+
+
+def test_fit_reference_recovers_covariance():
+    cov = np.array([[2.0, 0.6], [0.6, 0.5]])
+    z = jax.random.multivariate_normal(
+        jax.random.key(4), jnp.array([1.0, 2.0]), cov, (20000,)
+    )
+    ref = fit_reference(z, inflation=1.0)
+    assert isinstance(ref, GaussianReference)
+    fitted = ref.basis @ jnp.diag(ref.variances) @ ref.basis.T
+    np.testing.assert_allclose(fitted, cov, atol=0.06)
+    ref2 = fit_reference(z, inflation=2.0)
+    np.testing.assert_allclose(ref2.variances, 4 * ref.variances, rtol=1e-5)
+
+
+def test_nonfinite_logdensity_is_reported():
+    alg = rtk_logdensity(
+        lambda x: jnp.sum(x) * jnp.nan,
+        jnp.array([2.0, 0.5, 0.0]),
+        num_importance=4,
+        num_inner_steps=1,
+    )
+    with pytest.raises(rb.NonFiniteSamplesError):
+        rb.sample(jax.random.key(0), alg, 8, dim=2)
+
+
+def test_bad_arguments_are_refused():
+    times = jnp.array([2.0, 0.5, 0.0])
+    with pytest.raises(TypeError, match="logdensity_fn must be callable"):
+        rtk_logdensity("nope", times)
+    with pytest.raises(ValueError, match="num_importance must be an int or have"):
+        rtk_logdensity(gaussian_logdensity, times, num_importance=[1, 2, 3])
+    with pytest.raises(ValueError, match="num_inner_steps must be non-negative"):
+        rtk_logdensity(gaussian_logdensity, times, num_inner_steps=-1)
+    with pytest.raises(TypeError, match="reference must be a GaussianReference"):
+        rtk_logdensity(gaussian_logdensity, times, reference=(0.0, 1.0))
+    with pytest.raises(TypeError, match="reference must be a GaussianReference"):
+        build_kernel(gaussian_logdensity, times, reference=(0.0, 1.0))
+    with pytest.raises(ValueError, match="positive definite"):
+        gaussian_reference(jnp.zeros(2), jnp.array([1.0, -1.0]))
+    with pytest.raises(ValueError, match="covariance must be a scalar"):
+        gaussian_reference(jnp.zeros(2), jnp.ones((3, 3)))
+    with pytest.raises(ValueError, match="samples must have shape"):
+        fit_reference(jnp.ones(5))
+    with pytest.raises(ValueError, match="samples must be finite"):
+        fit_reference(jnp.array([[0.0, 1.0], [jnp.nan, 0.0], [1.0, 1.0]]))
+    alg = rtk_logdensity(gaussian_logdensity, times)
+    with pytest.raises(ValueError, match="flat 1-D array"):
+        alg.init(jnp.zeros((2, 3)))
