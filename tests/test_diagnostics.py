@@ -134,6 +134,17 @@ def test_to_arviz_without_info_and_with_nonfinite(run):
     assert "acceptance_rate" not in idata.sample_stats
 
 
+def test_to_arviz_builds_a_datatree_for_arviz_1(run, monkeypatch):
+    # arviz 1.x (Python >= 3.12) has no InferenceData: groups go in a DataTree.
+    # Only the container differs; the Datasets (and az.rhat/ess on them) do not.
+    monkeypatch.setattr(dg, "_ARVIZ_MAJOR", 1)
+    tree = dg.to_arviz(run, num_chains=4)
+    assert set(tree.children) == {"posterior", "sample_stats"}
+    posterior = tree["posterior"].to_dataset()
+    assert dict(posterior["x"].sizes) == {"chain": 4, "draw": 100, "x_dim_0": DIM}
+    assert float(az.rhat(posterior)["x"].max()) < 1.02
+
+
 def test_to_arviz_bad_input(run):
     with pytest.raises(ValueError, match="num_chains must divide"):
         dg.to_arviz(run, num_chains=7)
