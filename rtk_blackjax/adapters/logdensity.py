@@ -31,9 +31,10 @@ position. One segment ``t → t'``:
    ``π_y``-invariant Markov kernel for any ``M`` (the current point is a
    candidate), and its candidates cover every mode the Gaussian factor reaches:
    the only move here that can jump between modes.
-2. ``num_inner_steps`` MALA steps (BlackJAX ``mala``) on ``π_y`` from there, with a
-   per-particle step size adapted between segments towards acceptance 0.574
-   (fixed within a segment, so each segment's kernel is ``π_y``-invariant).
+2. ``num_inner_steps`` MALA steps (BlackJAX ``mala``) on ``π_y`` from there, in
+   the reference's whitened coordinates, with a per-particle step size adapted
+   between segments towards acceptance 0.574 (fixed within a segment, so each
+   segment's kernel is ``π_y``-invariant).
 3. the exact bridge draw of the new position; on the last segment (``t' = 0``) the
    new position *is* ``x_0``.
 
@@ -105,9 +106,10 @@ class LogDensityRTKState(NamedTuple):
     logdensity, logdensity_grad
         ``log p_0`` and its gradient at ``denoised``.
     step_size
-        MALA step-size *factor*, adapted between segments: the step on a segment
-        is ``step_size / (1 / v + 1 / τ_t^2)``, ``v`` the reference's mean
-        variance (1 without one), ``τ_t^2 = e^{2t} - 1``.
+        MALA step-size *factor*, adapted between segments. MALA runs in the
+        reference's whitened coordinates (``x`` itself without a reference) with
+        step ``step_size / (1 + λ_max / τ_t^2)``, ``λ_max`` the reference's
+        largest variance (1 without one), ``τ_t^2 = e^{2t} - 1``.
     step
         Index of the next segment (``0`` at the horizon, ``K`` when done).
     num_evaluations
@@ -311,7 +313,7 @@ def init(
     position: ArrayLike,
     logdensity_fn: Callable[[Array], Array],
     initial_denoised: Array | None = None,
-    step_size: float = 0.5,
+    step_size: float = 0.2,
 ) -> LogDensityRTKState:
     """Start a particle at ``position`` (a draw from ``N(0, I)`` at the horizon).
 
@@ -390,11 +392,27 @@ def build_kernel(
     max_m = int(m_table.max())
     m_table_j, n_table_j = jnp.asarray(m_table), jnp.asarray(n_table)
     mala = blackjax.mala.build_kernel()
-    # Typical variance of p_0 per coordinate (harmonic mean: the narrow directions
-    # limit MALA; 1 without a reference, the OU scale).
-    ref_variance = (
-        1.0 if reference is None else 1.0 / jnp.mean(1.0 / reference.variances)
-    )
+    if reference is None:
+        # Without a reference MALA runs in x itself (p_0 at the OU's unit scale).
+        ref_max_variance = 1.0
+        to_w = to_x = grad_to_w = grad_to_x = lambda v: v  # noqa: E731
+    else:
+        sqrt_lam = jnp.sqrt(reference.variances)
+        basis, ref_mean = reference.basis, reference.mean
+        ref_max_variance = jnp.max(reference.variances)
+
+        def to_x(w):
+            return ref_mean + basis @ (sqrt_lam * w)
+
+        def to_w(x):
+            return (basis.T @ (x - ref_mean)) / sqrt_lam
+
+        def grad_to_w(g):  # B^T g
+            return sqrt_lam * (basis.T @ g)
+
+        def grad_to_x(g):  # B^{-T} g
+            return basis @ (g / sqrt_lam)
+
     value_and_grad = jax.value_and_grad(logdensity_fn)
 
     def kernel(
@@ -461,25 +479,30 @@ def build_kernel(
             ess = jnp.ones((), dtype)
             new_logd, new_grad = state.logdensity, state.logdensity_grad
 
-        # 2. MALA on π_y(x0) = log p_0(x0) - |x0 - y/a|^2 / (2 τ^2).
+        # 2. MALA on π_y(x0) = log p_0(x0) - |x0 - y/a|^2 / (2 τ^2), run in the
+        # reference's whitened coordinates x0 = m + B w (B = V diag(sqrt λ)), where
+        # p_0 has roughly unit scale in every direction: a badly scaled posterior
+        # (eight schools' tau next to its thetas) gets one sensible step size.
         def posterior_logdensity(x):
             return logdensity_fn(x) - 0.5 * jnp.sum((x - center) ** 2) / tau2
 
+        def posterior_w(w):
+            return posterior_logdensity(to_x(w))
+
+        w0 = to_w(x0)
         prior_term = -0.5 * jnp.sum((x0 - center) ** 2) / tau2
-        mala_state = blackjax.mala.init(x0, posterior_logdensity)._replace(
+        mala_state = blackjax.mala.init(w0, posterior_w)._replace(
             logdensity=new_logd + prior_term,
-            logdensity_grad=new_grad - (x0 - center) / tau2,
+            logdensity_grad=grad_to_w(new_grad - (x0 - center) / tau2),
         )
         # The adapted quantity is relative to π_y's scale, which shrinks like τ_t^2
         # along a geometric grid faster than any between-segment adaptation could
-        # follow: step = factor * (1 / v_ref + 1 / τ^2)^{-1}.
-        step_size = state.step_size / (1.0 / ref_variance + 1.0 / tau2)
+        # follow: step = factor / (1 + λ_max / τ^2) in whitened coordinates.
+        step_size = state.step_size / (1.0 + ref_max_variance / tau2)
 
         def one_step(i, carry):
             ms, acc = carry
-            ms, info = mala(
-                jax.random.fold_in(key_mala, i), ms, posterior_logdensity, step_size
-            )
+            ms, info = mala(jax.random.fold_in(key_mala, i), ms, posterior_w, step_size)
             return ms, acc + info.acceptance_rate
 
         mala_state, acc_sum = jax.lax.fori_loop(
@@ -487,9 +510,9 @@ def build_kernel(
         )
         acceptance = jnp.where(n_k > 0, acc_sum / jnp.maximum(n_k, 1), jnp.nan)
         nfe = nfe + n_k
-        x0 = mala_state.position
+        x0 = to_x(mala_state.position)
         logd = mala_state.logdensity + 0.5 * jnp.sum((x0 - center) ** 2) / tau2
-        grad = mala_state.logdensity_grad + (x0 - center) / tau2
+        grad = grad_to_x(mala_state.logdensity_grad) + (x0 - center) / tau2
         step_factor = state.step_size
         if adapt_step_size:
             # Robbins–Monro on log(factor) with the segment's mean acceptance.
@@ -538,7 +561,7 @@ def as_top_level_api(
     num_importance: int | Sequence[int] | None = None,
     num_inner_steps: int | Sequence[int] | None = None,
     initial_position: ArrayLike | None = None,
-    step_size: float = 0.5,
+    step_size: float = 0.2,
     adapt_step_size: bool = True,
     reference: GaussianReference | None = None,
 ) -> DiffusionAlgorithm:
