@@ -300,7 +300,8 @@ def train_score(
         sinusoidal time embedding.
     ema
         Decay of the exponential moving average of the weights that is returned
-        (``0`` returns the last iterate).
+        (warmed up as ``min(ema, (1 + i)/(10 + i))`` at step ``i``; ``0`` returns
+        the last iterate).
     chunk_size
         Steps per compiled call (and per progress-bar update).
     progress_bar
@@ -384,9 +385,10 @@ def train_score(
     n, dim = x.shape
     half = max(1, batch_size // 2)
 
-    def step(carry, key):
+    def step(carry, i):
         params, ema_params, opt_state = carry
-        k_idx, k_t, k_eps = jax.random.split(key, 3)
+        # Keys from the step index: the run does not depend on chunk_size.
+        k_idx, k_t, k_eps = jax.random.split(jax.random.fold_in(train_key, i), 3)
         batch = x[jax.random.randint(k_idx, (half,), 0, n)]
         t = jnp.exp(
             jax.random.uniform(
@@ -405,14 +407,17 @@ def train_score(
         )(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
+        # EMA warm-up (decay (1+i)/(10+i) until it reaches ema): short runs are
+        # not dragged back towards the initialisation.
+        decay = jnp.minimum(ema, (1.0 + i) / (10.0 + i))
         ema_params = jax.tree.map(
-            lambda e, p: ema * e + (1.0 - ema) * p, ema_params, params
+            lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params
         )
         return (params, ema_params, opt_state), loss
 
     @jax.jit
-    def run_chunk(carry, keys):
-        return jax.lax.scan(step, carry, keys)
+    def run_chunk(carry, steps):
+        return jax.lax.scan(step, carry, steps)
 
     carry = (params, params, opt_state)
     losses = []
@@ -421,8 +426,7 @@ def train_score(
     try:
         while done < num_steps:
             length = min(chunk_size, num_steps - done)
-            keys = jax.random.split(jax.random.fold_in(train_key, done), length)
-            carry, chunk_losses = run_chunk(carry, keys)
+            carry, chunk_losses = run_chunk(carry, jnp.arange(done, done + length))
             chunk_losses = np.asarray(chunk_losses)
             if not np.all(np.isfinite(chunk_losses)):
                 bad = done + int(np.argmin(np.isfinite(chunk_losses)))

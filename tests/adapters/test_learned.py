@@ -212,3 +212,14 @@ def test_nonfinite_loss_is_reported():
             chunk_size=20,
             progress_bar=False,
         )
+
+
+@pytest.mark.slow
+def test_training_does_not_depend_on_chunk_size():
+    data = jax.random.normal(jax.random.key(0), (64, 2))
+    kwargs = dict(num_steps=6, batch_size=16, hidden=8, depth=1, progress_bar=False)
+    a = train_score(jax.random.key(1), data, chunk_size=6, **kwargs)
+    b = train_score(jax.random.key(1), data, chunk_size=3, **kwargs)
+    np.testing.assert_allclose(a.loss_history, b.loss_history, rtol=1e-5)
+    x = jnp.array([0.2, 0.1])
+    np.testing.assert_allclose(a.model(x, 0.1), b.model(x, 0.1), rtol=1e-4, atol=1e-6)
