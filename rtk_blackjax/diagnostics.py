@@ -55,14 +55,10 @@ __all__ = [
 
 # arviz >= 1.0 replaced InferenceData by xarray.DataTree (and needs Python >= 3.12).
 _ARVIZ_MAJOR = int(az.__version__.split(".")[0])
-# Sample-stat fields of a per-segment info that are copied to sample_stats.
-_SEGMENT_STATS = {
-    "acceptance_rate": "acceptance_rate",
-    "num_evaluations": "segment_nfe",
-    "step_size": "step_size",
-    "curvature": "curvature",
-    "is_finite": "segment_is_finite",
-}
+# Per-segment info fields renamed in sample_stats (others keep their names);
+# ``time`` is the same for every particle and becomes the ``t_end`` coordinate.
+_RENAMED_STATS = {"num_evaluations": "segment_nfe", "is_finite": "segment_is_finite"}
+_SKIPPED_STATS = ("time",)
 
 
 class MixingWarning(UserWarning):
@@ -167,9 +163,10 @@ def to_arviz(
     * ``posterior``: one variable per site, dims ``(chain, draw, <name>_dim_0, ...)``;
     * ``sample_stats``: ``nfe`` (per draw), ``is_finite``, ``diverging`` (=
       non-finite), ``first_nonfinite_segment`` (``num_segments`` if finite), and with
-      ``info``: ``acceptance_rate``, ``segment_nfe``, ``step_size``, ``curvature``,
-      ``segment_is_finite`` with dims ``(chain, draw, segment)``; coordinates
-      ``t_start`` / ``t_end`` along ``segment``.
+      ``info``: every per-segment field of it with dims ``(chain, draw, segment)``
+      (for RTK ``acceptance_rate``, ``segment_nfe``, ``step_size``, ``curvature``,
+      ``segment_is_finite``); coordinates ``t_start`` / ``t_end`` along
+      ``segment``.
 
     Examples
     --------
@@ -238,10 +235,11 @@ def to_arviz(
         )
     coords = {"chain": np.arange(num_chains), "draw": np.arange(num_draws)}
     if result.info is not None and hasattr(result.info, "_fields"):
-        for field, name in _SEGMENT_STATS.items():
-            values = getattr(result.info, field, None)
-            if values is None or np.ndim(values) != 2:
-                continue
+        for field in result.info._fields:
+            values = getattr(result.info, field)
+            if field in _SKIPPED_STATS or np.ndim(values) != 2:
+                continue  # only (num_segments, num_samples) fields are per draw
+            name = _RENAMED_STATS.get(field, field)
             values = np.asarray(values)  # (num_segments, num_samples)
             per_draw = values.T.reshape(num_chains, num_draws, values.shape[0])
             stats[name] = (("chain", "draw", "segment"), per_draw)
