@@ -4,13 +4,19 @@ For a prior ``p_0`` given by a diffusion :class:`~rtk_blackjax.targets.Target` w
 log density and a linear-Gaussian likelihood ``y = A x + σ ε``, particles walk the
 reverse-time grid ``T = t_0 > ... > t_K = 0`` through the *twisted marginals*
 
-    π_k(x) ∝ p_{t_k}(x) · p̃_k(y | x),
-    p̃_k(y | x) = N(y; A x / a_k, σ² I + (s_k² / a_k²) A Aᵀ),
+    π_k(x) ∝ p_{t_k}(x) · p̃_k(y | x),   p̃_k(y | x) = N(y; A x̂_0(x), σ² I + r_k² A Aᵀ),
 
-where ``p̃_k`` is the likelihood of ``y`` given ``x_{t_k}`` under a flat prior on
-``x_0`` (``x_0 | x_t ≈ N(x_t / a_t, s_t² / a_t²)``). It is linear in ``x``, so it
-costs no prior evaluation and tilts Gaussians in closed form, and ``p̃_K`` is the true
-likelihood, so ``π_K`` is the posterior. One step ``k-1 → k`` is an SMC-sampler step
+an approximation of ``p(y | x_{t_k})`` that costs no prior evaluation and equals the
+true likelihood at ``t_K = 0``, so ``π_K`` is the posterior. Two twists:
+
+* ``"tweedie"`` (default, TDS-like): ``x̂_0`` is Tweedie's estimate
+  ``(x + s_t² score(x, t)) / a_t`` (the score is cached on every particle) and
+  ``r_t² = s_t² V / (a_t² V + s_t²)``, the ``Var(x_0 | x_t)`` of a Gaussian prior of
+  variance ``V`` per coordinate (``V`` from ``prior.mixture``, or given): right at
+  large ``t``, where ``x_t`` says nothing, and at small ``t``.
+* ``"flat"``: ``x̂_0 = x / a_t``, ``r_t² = s_t² / a_t²`` (a flat prior on ``x_0``).
+
+One step ``k-1 → k`` is an SMC-sampler step
 (Del Moral, Doucet & Jasra 2006) on the pair ``(x_{k-1}, x_k)`` with target
 
     γ_k(x_{k-1}, x_k) = π_k(x_k) · N(x_{k-1}; a x_k, s² I)
@@ -19,13 +25,17 @@ likelihood, so ``π_K`` is the posterior. One step ``k-1 → k`` is an SMC-sampl
 
 1. **propose** ``x_k`` from ``G``: RTK's Gaussian predictor of the prior's reverse
    transition ``q_k`` (Tweedie mean, secant curvature: one prior evaluation) tilted
-   exactly by ``p̃_k`` (low-rank Gaussian conditioning, Matheron's rule);
+   by the twist with ``x̂_0`` linearised around the predictor's mean (low-rank
+   Gaussian conditioning, Matheron's rule);
 2. **weight** by ``γ_k / (π_{k-1} · G)``: exact, because ``log p_t`` is known;
 3. **resample** (BlackJAX's systematic resampling) the pairs when the ESS drops below
    ``ess_threshold · N``;
 4. **move** ``x_k`` with MALA on the likelihood-tilted RTK segment target
    ``q̃_k(x) ∝ p_{t_k}(x) p̃_k(y | x) N(x_{k-1}; a x, s²)``, the conditional of
    ``γ_k`` given ``x_{k-1}``, so the move leaves ``γ_k`` (and the weights) invariant.
+   MALA drifts along the score plus the linearised twist's gradient (the exact
+   twist gradient would need the score's Jacobian); its Metropolis test uses that
+   same drift in both directions, so it is exact for ``γ_k``.
 
 Whatever the predictor's or the inner chain's error, the weighted particles are
 consistent for the posterior as the number of particles grows (the moves only
@@ -55,14 +65,15 @@ from rtk_blackjax.diffusion import (
     transition_coefs,
     validate_grid,
 )
-from rtk_blackjax.mcmc.rtk import target_logdensity_with_score
 from rtk_blackjax.posterior.base import PosteriorResult
+from rtk_blackjax.targets.analytic import mixture_variance
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import Array, ArrayLike, PRNGKey
 
 __all__ = ["SMCInfo", "smc_linear_gaussian", "segments_for_budget"]
 
 _LOG_2PI = math.log(2 * math.pi)
+TWISTS = ("flat", "tweedie")
 
 
 class SMCInfo(NamedTuple):
@@ -93,27 +104,6 @@ def segments_for_budget(nfe: int, num_inner_steps: int) -> int:
             f"{num_inner_steps} inner steps needs {3 + num_inner_steps} evaluations"
         )
     return segments
-
-
-class _Twist(NamedTuple):
-    """``p̃_t(y | x) = N(y; B x, Γ)`` with ``B = A / a_t``, ``Γ = σ² I + c_t A Aᵀ``."""
-
-    B: Array
-    chol: Array  # Cholesky factor of Γ
-    logdet: Array
-
-
-def _twist_at(A: Array, sigma2: Array, t: Array) -> _Twist:
-    a = ou_mean_coef(t)
-    c = ou_variance(t) / a**2
-    gamma = sigma2 * jnp.eye(A.shape[0], dtype=A.dtype) + c * (A @ A.T)
-    chol = jnp.linalg.cholesky(gamma)
-    return _Twist(A / a, chol, 2.0 * jnp.sum(jnp.log(jnp.diag(chol))))
-
-
-def _twist_logpdf(tw: _Twist, y: Array, x: Array) -> Array:
-    white = jax.scipy.linalg.solve_triangular(tw.chol, y - tw.B @ x, lower=True)
-    return -0.5 * (jnp.sum(white**2) + tw.logdet + y.shape[0] * _LOG_2PI)
 
 
 def _check_inputs(prior, A, y, sigma):
@@ -160,7 +150,9 @@ def smc_linear_gaussian(
     step_scale: float = 1.0,
     ess_threshold: float = 0.5,
     horizon: float = 10.0,
-    t_min: float = 1e-3,
+    t_min: float = 1e-2,
+    twist: str = "tweedie",
+    prior_variance: float | None = None,
 ) -> PosteriorResult:
     """Twisted SMC through the reverse diffusion for ``y = A x + σ ε``.
 
@@ -212,6 +204,17 @@ def smc_linear_gaussian(
     ((200, 1, 2), 31.0)
     """
     A, y, sigma2 = _check_inputs(prior, A, y, sigma)
+    if twist not in TWISTS:
+        raise ValueError(f"twist must be one of {TWISTS}, got {twist!r}")
+    if prior_variance is None:
+        prior_variance = (
+            float(jnp.mean(mixture_variance(prior.mixture)))
+            if prior.mixture is not None
+            else 1.0
+        )
+    if not (math.isfinite(float(prior_variance)) and float(prior_variance) > 0):
+        raise ValueError(f"prior_variance must be positive, got {prior_variance!r}")
+    prior_variance = float(prior_variance)
     num_particles = _positive_int("num_particles", num_particles, 2)
     num_inner_steps = _positive_int("num_inner_steps", num_inner_steps, 0)
     if not (0.0 < float(ess_threshold) <= 1.0):
@@ -227,19 +230,18 @@ def smc_linear_gaussian(
     num_segments = int(times.shape[0]) - 1
     dim = A.shape[1]
 
-    run = _build_run(
+    run = _get_run(
         prior,
-        A,
-        y,
-        sigma2,
         times,
         num_particles,
         num_inner_steps,
         float(step_scale),
         float(ess_threshold),
         dim,
+        twist,
+        prior_variance,
     )
-    x, accept_per_particle, log_z, info, finite = run(rng_key)
+    x, accept_per_particle, log_z, info, finite = run(rng_key, A, y, sigma2)
     if not bool(finite):
         bad = np.flatnonzero(~np.asarray(info.ess > 0))
         raise FloatingPointError(
@@ -264,85 +266,177 @@ def smc_linear_gaussian(
     )
 
 
-def _build_run(prior, A, y, sigma2, times, n, num_steps, step_scale, threshold, dim):
-    logdensity = target_logdensity_with_score(prior)
+_RUN_CACHE: dict = {}
+
+
+def _get_run(
+    prior, times, n, num_steps, step_scale, threshold, dim, twist, prior_variance
+):
+    """Compiled runs are reused across problems with the same prior object and grid."""
+    key = (
+        id(prior),
+        np.asarray(times).tobytes(),
+        n,
+        num_steps,
+        step_scale,
+        threshold,
+        dim,
+        twist,
+        prior_variance,
+    )
+    hit = _RUN_CACHE.get(key)
+    if hit is not None and hit[0] is prior:
+        return hit[1]
+    if len(_RUN_CACHE) > 16:
+        _RUN_CACHE.clear()
+    run = _build_run(
+        prior, times, n, num_steps, step_scale, threshold, dim, twist, prior_variance
+    )
+    _RUN_CACHE[key] = (prior, run)
+    return run
+
+
+def _build_run(
+    prior, times, n, num_steps, step_scale, threshold, dim, twist, prior_variance
+):
     mala = blackjax.mala.build_kernel()
 
-    def init_particles(key):
+    def twist_cov(A, sigma2, t):
+        a, s2 = ou_mean_coef(t), ou_variance(t)
+        # Var(x0 | x_t): flat prior, or a Gaussian prior of variance V per coordinate
+        # (right both at large t, where x_t says nothing and Var -> V, and at small
+        # t, where Var -> s_t^2 / a_t^2).
+        if twist == "flat":
+            spread = s2 / a**2
+        else:
+            spread = s2 * prior_variance / (a**2 * prior_variance + s2)
+        return sigma2 * jnp.eye(A.shape[0], dtype=A.dtype) + spread * (A @ A.T)
+
+    def twist_logpdf(A, y, sigma2, x, score, t):
+        """log N(y; A x̂0(x), Γ_t): flat x̂0 = x / a_t or Tweedie's (no NFE)."""
+        a, s2 = ou_mean_coef(t), ou_variance(t)
+        x0 = x / a if twist == "flat" else (x + s2 * score) / a
+        chol = jnp.linalg.cholesky(twist_cov(A, sigma2, t))
+        white = jax.scipy.linalg.solve_triangular(chol, y - A @ x0, lower=True)
+        logdet = 2.0 * jnp.sum(jnp.log(jnp.diag(chol)))
+        return -0.5 * (jnp.sum(white**2) + logdet + y.shape[0] * _LOG_2PI)
+
+    def init_particles(key, A, y, sigma2):
         t0 = times[0]
         x = jax.random.normal(key, (n, dim), A.dtype)
-        logp, score = jax.vmap(jax.value_and_grad(lambda z: logdensity(z, t0)))(x)
-        tw = _twist_at(A, sigma2, t0)
-        twist = jax.vmap(lambda z: _twist_logpdf(tw, y, z))(x)
+        logp = jax.vmap(lambda z: prior.logdensity(z, t0))(x)
+        score = jax.vmap(lambda z: prior.score(z, t0))(x)
+        twist = jax.vmap(lambda z, g: twist_logpdf(A, y, sigma2, z, g, t0))(x, score)
         ref = -0.5 * jnp.sum(x**2, 1) - 0.5 * dim * _LOG_2PI
         return x, score, logp, twist, logp + twist - ref
 
-    def propose(key, x, score, t_prev, t_new, tw_new):
-        """Tilted Gaussian predictor for one particle: draw and its log density."""
+    def propose(key, A, y, sigma2, x, score, t_prev, t_new):
+        """Tilted Gaussian predictor for one particle: draw, log density, tilt."""
         a, s2 = transition_coefs(t_new, t_prev)
         k_sec, k_z, k_e = jax.random.split(key, 3)
         mean = (x + s2 * score) / a
         u = jnp.sqrt(s2) * jax.random.normal(k_sec, x.shape, x.dtype)
-        score_u = jax.grad(lambda z: logdensity(z, t_prev))(x + u)
+        score_u = prior.score(x + u, t_prev)
         lam = -jnp.dot(score_u - score, u) / jnp.dot(u, u)
         # same safeguards as the RTK predictor (rtk_blackjax.mcmc.rtk)
         s2_prev, s2_new = ou_variance(t_prev), ou_variance(t_new)
         lam = jnp.minimum(lam, 1.0 / s2_prev)
         factor = jnp.maximum(1.0 - s2 * lam, a**2 * s2_new / s2_prev)
         v = (s2 / a**2) * jnp.maximum(factor, 1e-4)
-        # Tilt N(mean, v I) by N(y; B x, Γ): M = v B Bᵀ + Γ.
-        B = tw_new.B
-        gamma = tw_new.chol @ tw_new.chol.T
+        # Linearise the twist's Tweedie estimate around the predictor's mean:
+        # x̂0(x') ≈ x̂0(x) + β (x' - mean) with slope β = (1 - s_new² λ) / a_new
+        # (E[x̂0(x') | x] = x̂0(x) by the tower property), so the tilt is
+        # N(y_eff; B x', Γ) with B = β A: Gaussian, conditioned in closed form.
+        a_new = ou_mean_coef(t_new)
+        if twist == "flat":
+            B, y_eff = A / a_new, y
+        else:
+            beta = jnp.clip((1.0 - s2_new * lam) / a_new, 0.0, 1.0 / a_new)
+            x0_prev = (x + s2_prev * score) / ou_mean_coef(t_prev)
+            B = beta * A
+            y_eff = y - A @ x0_prev + B @ mean
+        gamma = twist_cov(A, sigma2, t_new)
+        chol_g = jnp.linalg.cholesky(gamma)
         M = v * (B @ B.T) + gamma
         chol_m = jnp.linalg.cholesky(M)
         x_prior = mean + jnp.sqrt(v) * jax.random.normal(k_z, x.shape, x.dtype)
-        eta = tw_new.chol @ jax.random.normal(k_e, y.shape, x.dtype)
-        innov = y - B @ x_prior - eta
+        eta = chol_g @ jax.random.normal(k_e, y.shape, x.dtype)
+        innov = y_eff - B @ x_prior - eta
         x_new = x_prior + v * B.T @ jax.scipy.linalg.cho_solve((chol_m, True), innov)
-        # log G(x_new): precision I/v + Bᵀ Γ⁻¹ B, log det Σ = d log v - log det M + log det Γ
+        # log G(x_new): precision I/v + Bᵀ Γ⁻¹ B, log det Σ = d log v - log det M
+        # + log det Γ.
         post_mean = mean + v * B.T @ jax.scipy.linalg.cho_solve(
-            (chol_m, True), y - B @ mean
+            (chol_m, True), y_eff - B @ mean
         )
         r = x_new - post_mean
-        white = jax.scipy.linalg.solve_triangular(tw_new.chol, B @ r, lower=True)
+        white = jax.scipy.linalg.solve_triangular(chol_g, B @ r, lower=True)
         quad = jnp.dot(r, r) / v + jnp.sum(white**2)
         logdet_m = 2.0 * jnp.sum(jnp.log(jnp.diag(chol_m)))
-        logdet_sigma = dim * jnp.log(v) - logdet_m + tw_new.logdet
+        logdet_g = 2.0 * jnp.sum(jnp.log(jnp.diag(chol_g)))
+        logdet_sigma = dim * jnp.log(v) - logdet_m + logdet_g
         log_g = -0.5 * (quad + logdet_sigma + dim * _LOG_2PI)
         # the smallest variance of the tilted Gaussian sets the MALA step size
-        g_white = jax.scipy.linalg.solve_triangular(tw_new.chol, B, lower=True)
+        g_white = jax.scipy.linalg.solve_triangular(chol_g, B, lower=True)
         top = jnp.max(jnp.linalg.eigvalsh(g_white @ g_white.T))
         v_min = 1.0 / (1.0 / v + top)
-        return x_new, log_g, v_min
+        tilt = (B, y_eff, chol_g)
+        return x_new, log_g, v_min, tilt
 
-    def segment_logdensity(x_prev, a, s2, t_new, tw_new):
-        def fn(z):
+    def segment_parts(A, y, sigma2, x_prev, a, s2, t_new, tilt):
+        """log γ_k(x_prev, ·) and the proxy gradient MALA proposes with.
+
+        The exact twist's gradient would need the score's Jacobian; MALA instead
+        drifts along the score plus the gradient of the linearised tilt. MALA's
+        Metropolis test uses the same (proxy) gradient in both proposal densities,
+        so it is an exact Metropolis–Hastings kernel for γ_k with that proposal.
+        """
+        B, y_eff, chol_g = tilt
+
+        def quad(z):
             r = x_prev - a * z
+            return -0.5 * jnp.dot(r, r) / s2 - 0.5 * dim * (_LOG_2PI + jnp.log(s2))
+
+        def proxy_grad_extra(z):
+            w = jax.scipy.linalg.cho_solve((chol_g, True), y_eff - B @ z)
+            return B.T @ w + a * (x_prev - a * z) / s2
+
+        @jax.custom_jvp
+        def logdensity_fn(z):
+            score = prior.score(z, t_new)
             return (
-                logdensity(z, t_new)
-                + _twist_logpdf(tw_new, y, z)
-                - 0.5 * jnp.dot(r, r) / s2
-                - 0.5 * dim * (_LOG_2PI + jnp.log(s2))
+                prior.logdensity(z, t_new)
+                + twist_logpdf(A, y, sigma2, z, score, t_new)
+                + quad(z)
             )
 
-        return fn
+        @logdensity_fn.defjvp
+        def _jvp(primals, tangents):
+            (z,), (dz,) = primals, tangents
+            score = prior.score(z, t_new)
+            value = (
+                prior.logdensity(z, t_new)
+                + twist_logpdf(A, y, sigma2, z, score, t_new)
+                + quad(z)
+            )
+            return value, jnp.dot(score + proxy_grad_extra(z), dz)
 
-    def step(carry, k):
+        return logdensity_fn, quad, proxy_grad_extra
+
+    def step(carry, k, A, y, sigma2):
         key, x, score, logp, twist, logw, log_z, acc_sum = carry
         key, k_prop, k_res, k_mala = jax.random.split(key, 4)
         t_prev, t_new = times[k], times[k + 1]
         a, s2 = transition_coefs(t_new, t_prev)
-        tw_new = _twist_at(A, sigma2, t_new)
         keys = jax.random.split(k_prop, n)
-        x_new, log_g, v_min = jax.vmap(
-            lambda kk, xi, si: propose(kk, xi, si, t_prev, t_new, tw_new)
+        x_new, log_g, v_min, tilt = jax.vmap(
+            lambda kk, xi, si: propose(kk, A, y, sigma2, xi, si, t_prev, t_new)
         )(keys, x, score)
 
-        def init_one(xp, xn):
-            fn = segment_logdensity(xp, a, s2, t_new, tw_new)
+        def init_one(xp, xn, tl):
+            fn, _, _ = segment_parts(A, y, sigma2, xp, a, s2, t_new, tl)
             return blackjax.mala.init(xn, fn)
 
-        states = jax.vmap(init_one)(x, x_new)
+        states = jax.vmap(init_one)(x, x_new, tilt)
         # log γ_k(x_prev, x_new) is exactly the MALA state's log density.
         incr = states.logdensity - logp - twist - log_g
         logw_new = logw + incr
@@ -351,37 +445,33 @@ def _build_run(prior, A, y, sigma2, times, n, num_steps, step_scale, threshold, 
         ess = 1.0 / jnp.sum(weights**2) / n
         do_resample = ess < threshold
         idx = jnp.where(do_resample, systematic(k_res, weights, n), jnp.arange(n))
-        x_prev, states, v_min = (
-            x[idx],
-            jax.tree.map(lambda u: u[idx], states),
-            v_min[idx],
-        )
+        take = lambda u: u[idx]  # noqa: E731
+        x_prev, states, v_min = take(x), jax.tree.map(take, states), take(v_min)
+        tilt = jax.tree.map(take, tilt)
         logw_new = jnp.where(do_resample, jnp.zeros_like(logw_new), logw_new[idx])
 
         step_size = step_scale * dim ** (-1.0 / 3.0) * v_min
 
-        def move_one(key_i, xp, state, eps):
-            fn = segment_logdensity(xp, a, s2, t_new, tw_new)
+        def move_one(key_i, xp, state, eps, tl):
+            fn, quad, extra = segment_parts(A, y, sigma2, xp, a, s2, t_new, tl)
 
             def body(i, c):
                 st, acc = c
                 st, info = mala(jax.random.fold_in(key_i, i), st, fn, eps)
                 return st, acc + info.acceptance_rate
 
-            return jax.lax.fori_loop(0, num_steps, body, (state, 0.0))
+            st, acc = jax.lax.fori_loop(
+                0, num_steps, body, (state, jnp.zeros((), x.dtype))
+            )
+            z = st.position
+            score_z = st.logdensity_grad - extra(z)  # recover the score for free
+            twist_z = twist_logpdf(A, y, sigma2, z, score_z, t_new)
+            return z, score_z, st.logdensity - twist_z - quad(z), twist_z, acc
 
-        states, acc = jax.vmap(move_one)(
-            jax.random.split(k_mala, n), x_prev, states, step_size
+        z, score_new, logp_new, twist_new, acc = jax.vmap(move_one)(
+            jax.random.split(k_mala, n), x_prev, states, step_size, tilt
         )
         acc = acc / max(num_steps, 1)
-        z = states.position
-        twist_new = jax.vmap(lambda zi: _twist_logpdf(tw_new, y, zi))(z)
-        r = x_prev - a * z
-        quad = -0.5 * jnp.sum(r**2, 1) / s2 - 0.5 * dim * (_LOG_2PI + jnp.log(s2))
-        logp_new = states.logdensity - twist_new - quad
-        # ∇ log q̃ = score + ∇ twist + a (x_prev - a z) / s²: recover the score.
-        grad_twist = jax.vmap(jax.grad(lambda zi: _twist_logpdf(tw_new, y, zi)))(z)
-        score_new = states.logdensity_grad - grad_twist - a * r / s2
         info = SMCInfo(
             ess=ess,
             resampled=do_resample,
@@ -393,12 +483,14 @@ def _build_run(prior, A, y, sigma2, times, n, num_steps, step_scale, threshold, 
         return carry, info
 
     @jax.jit
-    def run(rng_key):
+    def run(rng_key, A, y, sigma2):
         k_init, k_loop, k_final = jax.random.split(rng_key, 3)
-        x, score, logp, twist, logw = init_particles(k_init)
+        x, score, logp, twist, logw = init_particles(k_init, A, y, sigma2)
         log_z = jax.nn.logsumexp(logw) - jnp.log(n)
         carry = (k_loop, x, score, logp, twist, logw, log_z, jnp.zeros(n, x.dtype))
-        carry, info = jax.lax.scan(step, carry, jnp.arange(times.shape[0] - 1))
+        carry, info = jax.lax.scan(
+            lambda c, k: step(c, k, A, y, sigma2), carry, jnp.arange(times.shape[0] - 1)
+        )
         _, x, _, _, _, logw, log_z, acc_sum = carry
         idx = systematic(k_final, jax.nn.softmax(logw), n)
         finite = (

@@ -1,0 +1,427 @@
+"""The exact 25-mode GMM posterior benchmark: samplers against exact posterior draws.
+
+Settings: ``d ∈ {8, 80, 800}``, ``d_y ∈ {1, 2, 4}``, random problems from
+:func:`rtk_blackjax.posterior.gmm.make_problem` (seeds ``0 .. num_problems - 1``).
+Metrics per problem, against as many exact posterior draws as the sampler returned:
+sliced Wasserstein-2 (``10^4`` random directions) and mode-weight TV (samples
+assigned to posterior components by exact responsibilities); the JSON reports
+their means over problems and the per-problem values.
+
+Methods, all at the same budget of prior evaluations per returned sample:
+
+* ``smc``: :func:`rtk_blackjax.posterior.smc.smc_linear_gaussian` (RTK-based);
+* ``split-gibbs``: :func:`rtk_blackjax.posterior.split_gibbs.split_gibbs_linear_gaussian`
+  (RTK-based);
+* ``dps``: :func:`rtk_blackjax.posterior.dps.dps_linear_gaussian`, its guidance scale
+  ``ζ`` tuned per ``(d, d_y, nfe)`` on a held-out problem (seed 1000) over
+  :data:`~rtk_blackjax.posterior.dps.ZETA_GRID` by sliced W;
+* ``nuts``: :func:`rtk_blackjax.posterior.nuts.nuts_linear_gaussian` on the exact
+  density; its NFE is whatever NUTS spends (reported, not budgeted).
+
+Command line (also ``python -m rtk_blackjax bench-posterior`` once mounted)::
+
+    python -m rtk_blackjax.posterior.benchmark --dim 8 --obs-dim 1 --method dps --nfe 100 --json
+    python -m rtk_blackjax.posterior.benchmark --sweep --dims 8,80 --obs-dims 1,2,4 \\
+        --out docs/posterior_benchmark
+"""
+
+import argparse
+import json
+import math
+import time
+
+import jax
+import numpy as np
+
+from rtk_blackjax.metrics import sliced_wasserstein
+from rtk_blackjax.posterior import dps as dps_module
+from rtk_blackjax.posterior import gmm
+from rtk_blackjax.posterior.dps import dps_linear_gaussian
+from rtk_blackjax.posterior.nuts import nuts_linear_gaussian
+from rtk_blackjax.posterior.smc import smc_linear_gaussian
+from rtk_blackjax.targets.analytic import mixture_target
+
+__all__ = [
+    "METHODS",
+    "run_posterior_bench",
+    "tune_dps",
+    "sweep",
+    "format_table",
+    "plot_sweep",
+    "add_cli",
+    "main_from_args",
+    "main",
+]
+
+METHODS = ("split-gibbs", "smc", "dps", "nuts")
+NUM_DIRECTIONS = 10_000
+TUNING_SEED = 1000
+# NUTS: chains start from prior draws; draws per chain fill num_samples.
+_NUTS_CHAINS = 50
+_NUTS_WARMUP = 200
+
+# split Gibbs at small budgets (checked at d = 8, nfe = 100: 99 evaluations, TV 0.02)
+_SPLIT_GIBBS_SMALL = (
+    {"num_segments": 10, "inner_steps": 1, "num_stages": 4},
+    {"num_segments": 6, "inner_steps": 1, "num_stages": 2},
+)
+
+_TARGETS: dict = {}
+_ZETA: dict = {}
+
+
+def _target(dim: int):
+    """One prior target per dimension, so compiled samplers are reused across problems."""
+    if dim not in _TARGETS:
+        _TARGETS[dim] = mixture_target(gmm.grid_prior(dim))
+    return _TARGETS[dim]
+
+
+def _run_method(method, key, problem, nfe, num_samples, zeta):
+    prior = _target(int(problem.prior.dim))
+    args = (key, prior, problem.obs_matrix, problem.y, problem.sigma)
+    if method == "smc":
+        return smc_linear_gaussian(
+            *args, num_particles=num_samples, prior_nfe_budget=nfe
+        ), {"twist": "tweedie", "inner_steps": 1, "t_min": 1e-2}
+    if method == "dps":
+        return dps_linear_gaussian(
+            *args, num_samples=num_samples, prior_nfe_budget=nfe, zeta=zeta
+        ), {"zeta": zeta}
+    if method == "nuts":
+        chains = min(_NUTS_CHAINS, num_samples)
+        draws = max(1, num_samples // chains)
+        return nuts_linear_gaussian(
+            *args, num_chains=chains, num_draws=draws, num_warmup=_NUTS_WARMUP
+        ), {"chains": chains, "draws": draws, "warmup": _NUTS_WARMUP}
+    from rtk_blackjax.posterior.split_gibbs import split_gibbs_linear_gaussian
+
+    # The split-Gibbs defaults need ~500 prior evaluations per sample; below that,
+    # the first configuration of _SPLIT_GIBBS_SMALL that fits the budget is used.
+    last_error = None
+    for options in ({}, *_SPLIT_GIBBS_SMALL):
+        try:
+            res = split_gibbs_linear_gaussian(
+                *args,
+                num_chains=num_samples,
+                num_draws=1,
+                prior_nfe_budget=nfe,
+                **options,
+            )
+        except ValueError as err:
+            if "too small" not in str(err):
+                raise
+            last_error = err
+            continue
+        return res, {"chains": num_samples, "draws": 1, **options}
+    raise last_error
+
+
+def _metrics(problem, samples, key, num_directions):
+    x = np.asarray(samples).reshape(-1, problem.prior.dim)
+    if not np.all(np.isfinite(x)):
+        raise FloatingPointError("the sampler returned non-finite samples")
+    exact = gmm.sample_posterior(key, problem.posterior, x.shape[0])
+    sw = sliced_wasserstein(
+        x, exact, jax.random.fold_in(key, 1), num_directions=num_directions
+    )
+    return sw, gmm.mode_tv(problem.posterior, x)
+
+
+def tune_dps(dim: int, obs_dim: int, nfe: int, num_samples: int = 1000) -> float:
+    """Best ``ζ`` of :data:`~rtk_blackjax.posterior.dps.ZETA_GRID` by sliced W on the
+    held-out problem ``make_problem(TUNING_SEED, dim, obs_dim)`` (cached)."""
+    key = (dim, obs_dim, nfe)
+    if key not in _ZETA:
+        problem = gmm.make_problem(TUNING_SEED, dim, obs_dim)
+        scores = {}
+        for zeta in dps_module.ZETA_GRID:
+            try:
+                res, _ = _run_method(
+                    "dps", jax.random.key(TUNING_SEED), problem, nfe, num_samples, zeta
+                )
+                scores[zeta] = _metrics(problem, res.samples, jax.random.key(7), 1000)[
+                    0
+                ]
+            except FloatingPointError:
+                scores[zeta] = math.inf
+        _ZETA[key] = min(scores, key=scores.get)
+    return _ZETA[key]
+
+
+def _check_int(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return int(value)
+
+
+def run_posterior_bench(
+    dim: int,
+    obs_dim: int,
+    method: str,
+    nfe: int,
+    seed: int | None = None,
+    num_samples: int = 2000,
+    *,
+    num_problems: int = 10,
+    num_directions: int = NUM_DIRECTIONS,
+    zeta: float | None = None,
+) -> dict:
+    """One method on one setting: metrics averaged over problems (or one ``seed``).
+
+    Returns the JSON row: ``method, dim, obs_dim, nfe`` (measured prior evaluations
+    per sample), ``nfe_budget, likelihood_evals, sliced_w, mode_tv, wall_s`` (mean
+    sampling time per problem, compilation included), per-problem values and the
+    configuration.
+
+    Examples
+    --------
+    >>> row = run_posterior_bench(8, 1, "dps", 20, seed=0, num_samples=200,
+    ...                           num_directions=100, zeta=1.0)
+    >>> row["method"], row["nfe"], sorted(row)[:4]
+    ('dps', 20.0, ['config', 'dim', 'likelihood_evals', 'method'])
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    dim = _check_int("dim", dim, 2)
+    obs_dim = _check_int("obs_dim", obs_dim, 1)
+    nfe = _check_int("nfe", nfe, 1)
+    num_samples = _check_int("num_samples", num_samples, 2)
+    num_directions = _check_int("num_directions", num_directions, 1)
+    seeds = (
+        [int(seed)]
+        if seed is not None
+        else list(range(_check_int("num_problems", num_problems, 1)))
+    )
+    if method == "dps" and zeta is None:
+        zeta = tune_dps(dim, obs_dim, nfe)
+    sws, tvs, nfes, liks, walls = [], [], [], [], []
+    config = {}
+    for s in seeds:
+        problem = gmm.make_problem(s, dim, obs_dim)
+        start = time.perf_counter()
+        res, config = _run_method(
+            method, jax.random.key(s), problem, nfe, num_samples, zeta
+        )
+        jax.block_until_ready(res.samples)
+        walls.append(time.perf_counter() - start)
+        sw, tv = _metrics(
+            problem, res.samples, jax.random.key(10_000 + s), num_directions
+        )
+        sws.append(sw)
+        tvs.append(tv)
+        nfes.append(res.prior_nfe)
+        liks.append(res.likelihood_evals)
+    return {
+        "method": method,
+        "dim": dim,
+        "obs_dim": obs_dim,
+        "nfe": float(np.mean(nfes)),
+        "nfe_budget": nfe,
+        "likelihood_evals": float(np.mean(liks)),
+        "sliced_w": float(np.mean(sws)),
+        "mode_tv": float(np.mean(tvs)),
+        "wall_s": float(np.mean(walls)),
+        "num_problems": len(seeds),
+        "seeds": seeds,
+        "num_samples": num_samples,
+        "num_directions": num_directions,
+        "sliced_w_per_problem": [float(v) for v in sws],
+        "mode_tv_per_problem": [float(v) for v in tvs],
+        "config": config,
+    }
+
+
+def format_table(rows: list[dict]) -> str:
+    """Markdown table: one line per (d, d_y), SW / mode TV / NFE per method."""
+    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    header = "| d | d_y | " + " | ".join(f"{m} SW | {m} TV | {m} NFE" for m in methods)
+    lines = [header + " |", "|" + "---|" * (2 + 3 * len(methods))]
+    settings = sorted({(r["dim"], r["obs_dim"]) for r in rows})
+    for dim, obs in settings:
+        cells = [str(dim), str(obs)]
+        for m in methods:
+            match = [
+                r
+                for r in rows
+                if (r["dim"], r["obs_dim"], r["method"]) == (dim, obs, m)
+            ]
+            if match:
+                r = match[-1]
+                cells += [
+                    f"{r['sliced_w']:.3f}",
+                    f"{r['mode_tv']:.3f}",
+                    f"{r['nfe']:.0f}",
+                ]
+            else:
+                cells += ["–", "–", "–"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_sweep(rows: list[dict], path: str, title: str = "") -> None:
+    """Grouped bars of sliced W and mode TV per setting and method (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    settings = sorted({(r["dim"], r["obs_dim"]) for r in rows})
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    width = 0.8 / max(len(methods), 1)
+    for j, (metric, label) in enumerate(
+        [("sliced_w", "sliced W2"), ("mode_tv", "mode-weight TV")]
+    ):
+        ax = axes[j]
+        for i, m in enumerate(methods):
+            vals = []
+            for s in settings:
+                match = [
+                    r for r in rows if (r["dim"], r["obs_dim"], r["method"]) == (*s, m)
+                ]
+                vals.append(max(match[-1][metric], 1e-4) if match else np.nan)
+            ax.bar(np.arange(len(settings)) + i * width, vals, width, label=m)
+        ax.set_xticks(np.arange(len(settings)) + 0.4 - width / 2)
+        ax.set_xticklabels([f"d={d}\nd_y={k}" for d, k in settings], fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel(label)
+        if metric == "mode_tv":
+            ax.axhline(0.05, color="k", ls="--", lw=0.8)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title or "25-mode GMM posterior, equal prior NFE")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def sweep(
+    dims=(8, 80, 800),
+    obs_dims=(1, 2, 4),
+    methods=METHODS,
+    nfe: int = 100,
+    *,
+    num_problems: int = 10,
+    num_samples: int = 2000,
+    num_directions: int = NUM_DIRECTIONS,
+    out: str | None = None,
+    problems_per_dim: dict | None = None,
+) -> list[dict]:
+    """Run every (d, d_y, method); with ``out``, append ``out.jsonl`` row by row and
+    write ``out.md`` (table) and ``out.png`` (plot). ``problems_per_dim`` overrides
+    ``num_problems`` for some dimensions (e.g. ``{800: 3}``)."""
+    rows = []
+    for dim in dims:
+        n_prob = (problems_per_dim or {}).get(dim, num_problems)
+        for obs in obs_dims:
+            for m in methods:
+                row = run_posterior_bench(
+                    dim,
+                    obs,
+                    m,
+                    nfe,
+                    None,
+                    num_samples,
+                    num_problems=n_prob,
+                    num_directions=num_directions,
+                )
+                rows.append(row)
+                print(json.dumps({k: row[k] for k in list(row)[:10]}), flush=True)
+                if out:
+                    with open(out + ".jsonl", "a") as fh:
+                        fh.write(json.dumps(row) + "\n")
+    if out:
+        with open(out + ".md", "w") as fh:
+            fh.write(format_table(rows) + "\n")
+        plot_sweep(rows, out + ".png")
+    return rows
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(p) for p in text.replace(",", " ").split() if p]
+
+
+def add_cli(subparsers) -> argparse.ArgumentParser:
+    """Add the ``bench-posterior`` subcommand to an argparse ``subparsers``."""
+    p = subparsers.add_parser(
+        "bench-posterior", help="exact 25-mode GMM posterior benchmark"
+    )
+    _add_arguments(p)
+    return p
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dim", type=int, default=8)
+    p.add_argument("--obs-dim", type=int, default=1)
+    p.add_argument("--method", choices=METHODS, default="smc")
+    p.add_argument("--nfe", type=int, default=100, help="prior evaluations per sample")
+    p.add_argument("--seed", type=int, default=None, help="one problem only")
+    p.add_argument("--num-problems", type=int, default=10)
+    p.add_argument("--num-samples", type=int, default=2000)
+    p.add_argument("--num-directions", type=int, default=NUM_DIRECTIONS)
+    p.add_argument(
+        "--zeta", type=float, default=None, help="DPS scale (default: tuned)"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--sweep", action="store_true", help="all --dims x --obs-dims x --methods"
+    )
+    p.add_argument("--dims", type=_int_list, default=[8, 80, 800])
+    p.add_argument("--obs-dims", type=_int_list, default=[1, 2, 4])
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument(
+        "--problems-800", type=int, default=None, help="fewer problems at d = 800"
+    )
+    p.add_argument("--out", default=None, help="sweep output prefix (.jsonl/.md/.png)")
+
+
+def main_from_args(args: argparse.Namespace) -> int:
+    """Run what ``args`` (from :func:`add_cli`'s parser) asks for; returns an exit code."""
+    if args.sweep:
+        methods = [m for m in args.methods.split(",") if m]
+        bad = [m for m in methods if m not in METHODS]
+        if bad:
+            raise SystemExit(f"--methods: unknown {bad}; choose from {METHODS}")
+        extra = {800: args.problems_800} if args.problems_800 else None
+        rows = sweep(
+            args.dims,
+            args.obs_dims,
+            methods,
+            args.nfe,
+            num_problems=args.num_problems,
+            num_samples=args.num_samples,
+            num_directions=args.num_directions,
+            out=args.out,
+            problems_per_dim=extra,
+        )
+        print(format_table(rows))
+        return 0
+    row = run_posterior_bench(
+        args.dim,
+        args.obs_dim,
+        args.method,
+        args.nfe,
+        args.seed,
+        args.num_samples,
+        num_problems=args.num_problems,
+        num_directions=args.num_directions,
+        zeta=args.zeta,
+    )
+    if args.json:
+        print(json.dumps(row))
+    else:
+        print(format_table([row]))
+    return 0
+
+
+def main(argv=None) -> int:
+    """``python -m rtk_blackjax.posterior.benchmark ...`` (same flags as the subcommand)."""
+    parser = argparse.ArgumentParser(prog="python -m rtk_blackjax.posterior.benchmark")
+    _add_arguments(parser)
+    return main_from_args(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
