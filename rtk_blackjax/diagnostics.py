@@ -36,7 +36,7 @@ import xarray as xr
 from jax.flatten_util import ravel_pytree
 
 from rtk_blackjax.diffusion import _check_positive, validate_grid
-from rtk_blackjax.driver import SampleResult
+from rtk_blackjax.driver import SampleResult, _template
 from rtk_blackjax.mcmc import rtk as rtk_module
 from rtk_blackjax.mcmc.inner import InnerKernel, mala_inner
 from rtk_blackjax.targets.base import Target
@@ -481,8 +481,6 @@ def segment_diagnostics(
             f"segments must be indices in [0, {num_segments - 1}], got {segments}"
         )
     # Same template rules as rb.sample (dim xor position_like).
-    from rtk_blackjax.driver import _template
-
     template = _template(dim, position_like)
 
     num_steps = num_warmup + num_draws
