@@ -173,12 +173,12 @@ def to_arviz(
     >>> import jax, jax.numpy as jnp
     >>> import rtk_blackjax as rb
     >>> target = rb.targets.gaussian(jnp.zeros(2), 0.5)
-    >>> sampler = rb.rtk(target, rb.geometric_grid(4), num_inner_steps=1)
+    >>> sampler = rb.ddpm(target, rb.geometric_grid(4))  # or rb.rtk(...)
     >>> result = rb.sample(jax.random.key(0), sampler, 40, dim=2)
     >>> idata = to_arviz(result, num_chains=4)
     >>> dict(idata.posterior["x"].sizes)
     {'chain': 4, 'draw': 10, 'x_dim_0': 2}
-    >>> dict(idata.sample_stats["acceptance_rate"].sizes)
+    >>> dict(idata.sample_stats["segment_nfe"].sizes)
     {'chain': 4, 'draw': 10, 'segment': 4}
     """
     if not isinstance(result, SampleResult):
