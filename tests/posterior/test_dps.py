@@ -103,3 +103,20 @@ def test_bad_inputs():
             num_samples=4,
             prior_nfe_budget=10,
         )
+
+
+def test_benchmark_cli_prints_one_json_object(capsys):
+    import json
+
+    from rtk_blackjax.posterior.benchmark import main
+
+    code = main(
+        ["--dim", "8", "--obs-dim", "1", "--method", "dps", "--nfe", "20"]
+        + ["--seed", "3", "--num-samples", "200", "--num-directions", "100"]
+        + ["--zeta", "1.0", "--json"]
+    )
+    assert code == 0
+    row = json.loads(capsys.readouterr().out)
+    for key in ("method", "dim", "obs_dim", "nfe", "likelihood_evals", "sliced_w"):
+        assert key in row
+    assert row["nfe"] == 20.0 and row["mode_tv"] >= 0.0 and row["wall_s"] > 0
