@@ -336,7 +336,7 @@ def _raise_if_nonfinite(finite, where: str):
 
 
 def _plan_sweeps(block: PriorBlock, stages, num_draws: int, budget: float) -> int:
-    """Annealing sweeps per stage that the per-sample budget buys.
+    """Annealing sweeps per stage that the per-sample budget buys (0: none).
 
     Per chain: one prior draw (whole grid), ``num_draws`` sweeps at the last stage,
     and ``s`` sweeps at every annealing stage; the per-sample budget is the total
@@ -344,25 +344,42 @@ def _plan_sweeps(block: PriorBlock, stages, num_draws: int, budget: float) -> in
     """
     fixed = block.cost(0) + num_draws * block.cost(block.num_segments - 1)
     per_round = sum(block.cost(k) for k in stages)
-    sweeps = int((budget * num_draws - fixed) // per_round)
-    if sweeps < 1:
-        need = (fixed + per_round) / num_draws
-        raise ValueError(
-            f"prior_nfe_budget={budget} is too small: the prior draw, one sweep per "
-            f"annealing stage ({len(stages)} stages) and {num_draws} draws need "
-            f"{need:.1f} prior evaluations per sample; raise the budget or lower "
-            "num_segments / rho_start / inner_steps"
-        )
-    return sweeps
+    return max(0, int((budget * num_draws - fixed) // per_round))
 
 
-def _stages(block: PriorBlock, rho_start: float, num_stages: int | None) -> list[int]:
+def _stage_subset(eligible: list[int], num: int) -> list[int]:
+    """``num`` of the eligible grid indices, evenly spread, always the last one."""
+    if num >= len(eligible):
+        return list(eligible)
+    picks = np.unique(np.round(np.linspace(len(eligible) - 1, 0, num)).astype(int))
+    return [eligible[int(i)] for i in picks]
+
+
+def _plan(block, rho_start, num_stages, num_draws, budget, sweeps_per_stage):
+    """Stages and sweeps per stage: every grid point with ``ρ <= rho_start`` while
+    the budget buys a sweep at each, otherwise fewer, evenly spread stages."""
     rhos = np.asarray(block.rho(jnp.arange(block.num_segments)))
     eligible = [k for k in range(block.num_segments) if rhos[k] <= rho_start * 1.0001]
-    if num_stages is not None and num_stages < len(eligible):
-        picks = np.unique(np.round(np.linspace(0, len(eligible) - 1, num_stages)))
-        eligible = [eligible[int(i)] for i in picks]
-    return eligible
+    if num_stages is not None:
+        num_stages = _check_count("num_stages", num_stages)
+        eligible = _stage_subset(eligible, num_stages)
+    if sweeps_per_stage is not None:
+        return eligible, _check_count("sweeps_per_stage", sweeps_per_stage)
+    for num in range(len(eligible), 0, -1):
+        stages = _stage_subset(eligible, num)
+        sweeps = _plan_sweeps(block, stages, num_draws, budget)
+        if sweeps >= 1 or num_stages is not None:
+            break
+    if sweeps < 1:
+        fixed = block.cost(0) + num_draws * block.cost(block.num_segments - 1)
+        need = (fixed + sum(block.cost(k) for k in stages)) / num_draws
+        raise ValueError(
+            f"prior_nfe_budget={budget:g} is too small: the prior draw, one sweep per "
+            f"annealing stage ({len(stages)} stages) and {num_draws} draws need "
+            f"{need:.1f} prior evaluations per sample; raise the budget or lower "
+            "num_segments / inner_steps"
+        )
+    return stages, sweeps
 
 
 def split_gibbs_linear_gaussian(
@@ -377,7 +394,7 @@ def split_gibbs_linear_gaussian(
     prior_nfe_budget: int,
     rho_start: float = 10.0,
     rho_final: float = 0.05,
-    num_segments: int = 16,
+    num_segments: int = 32,
     num_stages: int | None = None,
     inner_steps: int = 2,
     sweeps_per_stage: int | None = None,
@@ -413,7 +430,10 @@ def split_gibbs_linear_gaussian(
         Coupling at the first annealing stage and at the draws.
     num_segments, num_stages, inner_steps, horizon, inner
         Master grid size, number of annealing stages (default: every grid point
-        with ``ρ <= rho_start``), RTK inner steps per segment and kernel.
+        with ``ρ <= rho_start`` that the budget buys one sweep at, else fewer,
+        evenly spread), RTK inner steps per segment and kernel. The defaults (32
+        segments, 2 MALA steps) were picked on the 25-mode benchmark (d = 8,
+        d_y = 2): 16 segments left the prior draws' mode weights off by TV 0.16.
     reweight, ess_threshold
         SMC reweighting across stages (see the module docstring) and the relative
         ESS below which the population is resampled.
@@ -430,11 +450,14 @@ def split_gibbs_linear_gaussian(
     >>> import jax, jax.numpy as jnp
     >>> import rtk_blackjax as rb
     >>> prior = rb.targets.gaussian(jnp.zeros(2), 1.0)
-    >>> res = split_gibbs_linear_gaussian(
+    >>> res = split_gibbs_linear_gaussian(  # doctest: +SKIP
     ...     jax.random.key(0), prior, jnp.eye(1, 2), jnp.array([1.0]), 0.5,
     ...     num_chains=8, num_draws=4, prior_nfe_budget=400, num_segments=6)
-    >>> res.samples.shape, res.prior_nfe <= 400
+    >>> res.samples.shape, res.prior_nfe <= 400  # doctest: +SKIP
     ((8, 4, 2), True)
+
+    (Skipped by the doctest run for its compile time; the same call is in
+    ``tests/posterior/test_split_gibbs.py``.)
     """
     rng_key = _check_key(rng_key)
     A, y, sigma2 = _check_matrix(A, y, sigma)
@@ -456,10 +479,9 @@ def split_gibbs_linear_gaussian(
         raise ValueError(
             f"rho_start={rho_start} must be at least rho_final={rho_final}"
         )
-    stages = _stages(block, rho_start, num_stages)
-    if sweeps_per_stage is None:
-        sweeps_per_stage = _plan_sweeps(block, stages, num_draws, budget)
-    sweeps_per_stage = _check_count("sweeps_per_stage", sweeps_per_stage)
+    stages, sweeps_per_stage = _plan(
+        block, rho_start, num_stages, num_draws, budget, sweeps_per_stage
+    )
     d_y, dim = A.shape
     final_k = block.num_segments - 1
 
@@ -768,9 +790,10 @@ def split_gibbs(
     ...     x = numpyro.sample("x", prior)
     ...     sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
     ...     numpyro.sample("y", dist.Normal(x[0], sigma), obs=y)
-    >>> res = split_gibbs(jax.random.key(0), model, num_chains=4, num_draws=3,
-    ...                   sweeps_per_stage=1, num_segments=4, y=jnp.array(0.5))
-    >>> res.samples.shape, bool((res.extras["sites"]["sigma"] > 0).all())
+    >>> res = split_gibbs(jax.random.key(0), model, num_chains=4,  # doctest: +SKIP
+    ...                   num_draws=3, sweeps_per_stage=1, num_segments=4,
+    ...                   y=jnp.array(0.5))
+    >>> res.samples.shape, bool((res.extras["sites"]["sigma"] > 0).all())  # doctest: +SKIP
     ((4, 3, 2), True)
     """
     rng_key = _check_key(rng_key)
@@ -797,14 +820,16 @@ def split_gibbs(
         raise ValueError(
             f"rho_start={rho_start} must be at least rho_final={rho_final}"
         )
-    stages = _stages(block, rho_start, num_stages)
-    if sweeps_per_stage is None:
-        if prior_nfe_budget is None:
-            sweeps_per_stage = 5
-        else:
-            budget = _check_positive("prior_nfe_budget", prior_nfe_budget)
-            sweeps_per_stage = _plan_sweeps(block, stages, num_draws, budget)
-    sweeps_per_stage = _check_count("sweeps_per_stage", sweeps_per_stage)
+    if sweeps_per_stage is None and prior_nfe_budget is None:
+        sweeps_per_stage = 5
+    budget = (
+        None
+        if prior_nfe_budget is None
+        else _check_positive("prior_nfe_budget", prior_nfe_budget)
+    )
+    stages, sweeps_per_stage = _plan(
+        block, rho_start, num_stages, num_draws, budget, sweeps_per_stage
+    )
     final_k = block.num_segments - 1
 
     flat_model = _FlatDiffusionPrior(model)
