@@ -862,10 +862,8 @@ def plot_segment_diagnostics(
     >>> out.exists()
     True
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    # A bare Figure (no pyplot): no global backend switch, nothing left open.
+    from matplotlib.figure import Figure
 
     if not isinstance(diagnostics, SegmentDiagnostics):
         raise TypeError(
@@ -892,7 +890,8 @@ def plot_segment_diagnostics(
         rows = [examined.index(int(k)) for k in segments]
 
     num_chains = diagnostics.num_chains
-    fig, axes = plt.subplots(len(rows), 2, figsize=(10, 2.4 * len(rows)), squeeze=False)
+    fig = Figure(figsize=(10, 2.4 * len(rows)))
+    axes = fig.subplots(len(rows), 2, squeeze=False)
     for row, i in enumerate(rows):
         rhat = np.nan_to_num(diagnostics.rhat[i], nan=np.inf)
         p, d = np.unravel_index(np.argmax(rhat), rhat.shape)
@@ -920,5 +919,4 @@ def plot_segment_diagnostics(
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
