@@ -897,11 +897,12 @@ def plot_segment_diagnostics(
         p, d = np.unravel_index(np.argmax(rhat), rhat.shape)
         draws = diagnostics.draws[i, p, :, :, d]  # (C, N)
         ax_trace, ax_rank = axes[row]
+        t0, t1 = diagnostics.t_start[i], diagnostics.t_end[i]
+        times = f" (t={t0:.3g}->{t1:.3g})" if np.isfinite([t0, t1]).all() else ""
         for c in range(num_chains):
             ax_trace.plot(draws[c], lw=0.6, alpha=0.8)
         ax_trace.set_title(
-            f"segment {examined[i]} (t={diagnostics.t_start[i]:.3g}->"
-            f"{diagnostics.t_end[i]:.3g}), particle {p}, coord {d}: "
+            f"segment {examined[i]}{times}, particle {p}, coord {d}: "
             f"R-hat {diagnostics.rhat[i, p, d]:.3f}, ESS "
             f"{diagnostics.ess_bulk[i, p, d]:.0f}",
             fontsize=8,
