@@ -48,6 +48,7 @@ __all__ = [
     "sweep",
     "format_table",
     "plot_sweep",
+    "report",
     "add_cli",
     "main_from_args",
     "main",
@@ -339,6 +340,17 @@ def sweep(
     return rows
 
 
+def report(jsonl_paths, *, plot_path: str | None = None, title: str = "") -> str:
+    """Table (and optional plot) of rows saved by :func:`sweep` in JSONL files."""
+    rows = []
+    for path in jsonl_paths:
+        with open(path) as fh:
+            rows += [json.loads(line) for line in fh if line.strip()]
+    if plot_path:
+        plot_sweep(rows, plot_path, title)
+    return format_table(rows)
+
+
 def _int_list(text: str) -> list[int]:
     return [int(p) for p in text.replace(",", " ").split() if p]
 
@@ -375,10 +387,17 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         "--problems-800", type=int, default=None, help="fewer problems at d = 800"
     )
     p.add_argument("--out", default=None, help="sweep output prefix (.jsonl/.md/.png)")
+    p.add_argument(
+        "--report", nargs="+", default=None, help="table of saved JSONL rows"
+    )
+    p.add_argument("--plot", default=None, help="PNG path for --report")
 
 
 def main_from_args(args: argparse.Namespace) -> int:
     """Run what ``args`` (from :func:`add_cli`'s parser) asks for; returns an exit code."""
+    if args.report:
+        print(report(args.report, plot_path=args.plot))
+        return 0
     if args.sweep:
         methods = [m for m in args.methods.split(",") if m]
         bad = [m for m in methods if m not in METHODS]
