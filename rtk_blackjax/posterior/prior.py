@@ -87,7 +87,7 @@ class DiffusionPrior(Distribution):
     arg_constraints = {}
     support = constraints.real_vector
     reparametrized_params = []
-    pytree_aux_fields = ("target", "algorithm", "dim")
+    pytree_aux_fields = ("target", "_algorithm", "_nfe", "dim")
 
     def __init__(
         self,
@@ -111,20 +111,31 @@ class DiffusionPrior(Distribution):
                 )
             dim = target.mixture.dim
         dim = _check_count("dim", dim)
-        if algorithm is None:
-            nfe = _check_count("nfe", nfe)
-            algorithm = default_prior_sampler(target, nfe)
-        if not isinstance(algorithm, DiffusionAlgorithm):
+        nfe = _check_count("nfe", nfe)
+        if algorithm is not None and not isinstance(algorithm, DiffusionAlgorithm):
             raise TypeError(
                 "algorithm must be a DiffusionAlgorithm (rb.rtk(...), rb.ddpm(...)), "
                 f"got {type(algorithm).__name__}"
             )
         self.target = target
-        self.algorithm = algorithm
+        # Built on first use: a model constructs its distributions on every trace
+        # (log densities, split Gibbs), where no sampler is needed.
+        self._algorithm = algorithm
+        self._nfe = nfe
         self.dim = dim
         super().__init__(
             batch_shape=(), event_shape=(dim,), validate_args=validate_args
         )
+
+    @property
+    def algorithm(self) -> DiffusionAlgorithm:
+        """The reverse-diffusion sampler used by :meth:`sample`."""
+        if self._algorithm is None:
+            # Grids are validated with NumPy: build them with concrete values even
+            # when the model is being traced (Predictive, jit).
+            with jax.ensure_compile_time_eval():
+                self._algorithm = default_prior_sampler(self.target, self._nfe)
+        return self._algorithm
 
     def _sample_one(self, rng_key: PRNGKey) -> Array:
         key_start, key_run = jax.random.split(rng_key)

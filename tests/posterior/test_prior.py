@@ -66,11 +66,13 @@ def test_bad_arguments():
         prior.log_prob(jnp.zeros(3))
 
 
-def test_works_inside_predictive(prior):
+def test_works_inside_predictive():
     A = jnp.array([[1.0, 0.5]])
+    target = rb.targets.gaussian(MEAN, COV)
 
     def model(y=None):
-        x = numpyro.sample("x", prior)
+        # Built inside the model, i.e. while NumPyro traces it.
+        x = numpyro.sample("x", DiffusionPrior(target, nfe=25))
         sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
         numpyro.sample("y", dist.Normal(A @ x, sigma), obs=y)
 

@@ -154,7 +154,13 @@ def test_numpyro_split_gibbs_matches_relaxed_posterior():
 
 
 def test_numpyro_model_with_unknown_sigma_end_to_end():
-    model = _model(DiffusionPrior(PRIOR, nfe=25))
+    A_j = jnp.asarray(A)
+
+    def model(y=None):
+        x = numpyro.sample("x", DiffusionPrior(PRIOR, nfe=25))  # built while traced
+        sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+        numpyro.sample("y", dist.Normal(A_j @ x, sigma).to_event(1), obs=y)
+
     res = split_gibbs(
         jax.random.key(3),
         model,
