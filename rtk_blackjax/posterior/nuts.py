@@ -27,6 +27,45 @@ from rtk_blackjax.types import ArrayLike, PRNGKey
 __all__ = ["nuts_linear_gaussian"]
 
 
+_RUN_CACHE: dict = {}
+
+
+def _get_run(prior, num_draws, num_warmup, target_acceptance_rate):
+    """One compiled program per prior object and run length, reused across problems."""
+    key = (id(prior), num_draws, num_warmup, target_acceptance_rate)
+    hit = _RUN_CACHE.get(key)
+    if hit is not None and hit[0] is prior:
+        return hit[1]
+    if len(_RUN_CACHE) > 16:
+        _RUN_CACHE.clear()
+
+    def one_chain(key, x0, A, y, sigma2):
+        def logdensity(x):
+            r = y - A @ x
+            return prior.logdensity(x, 0.0) - 0.5 * jnp.dot(r, r) / sigma2
+
+        k_warm, k_draw = jax.random.split(key)
+        warmup = blackjax.window_adaptation(
+            blackjax.nuts, logdensity, target_acceptance_rate=target_acceptance_rate
+        )
+        (state, params), adapt = warmup.run(k_warm, x0, num_steps=num_warmup)
+        kernel = blackjax.nuts(logdensity, **params)
+
+        def body(st, k):
+            st, info = kernel.step(k, st)
+            return st, (st.position, info.acceptance_rate, info.num_integration_steps)
+
+        _, (xs, acc, steps) = jax.lax.scan(
+            body, state, jax.random.split(k_draw, num_draws)
+        )
+        warm_steps = jnp.sum(adapt.info.num_integration_steps)
+        return xs, acc, jnp.sum(steps) + warm_steps, params["step_size"]
+
+    run = jax.jit(jax.vmap(one_chain, in_axes=(0, 0, None, None, None)))
+    _RUN_CACHE[key] = (prior, run)
+    return run
+
+
 def nuts_linear_gaussian(
     rng_key: PRNGKey,
     prior: Target,
@@ -74,38 +113,15 @@ def nuts_linear_gaussian(
             raise ValueError(f"{name} must be an integer, got {value!r}")
         if value < low:
             raise ValueError(f"{name} must be >= {low}, got {value}")
-    sigma2 = float(sigma) ** 2
     dim = A.shape[1]
-
-    def logdensity(x):
-        r = y - A @ x
-        return prior.logdensity(x, 0.0) - 0.5 * jnp.dot(r, r) / sigma2
-
-    def one_chain(key, x0):
-        k_warm, k_draw = jax.random.split(key)
-        warmup = blackjax.window_adaptation(
-            blackjax.nuts, logdensity, target_acceptance_rate=target_acceptance_rate
-        )
-        (state, params), adapt = warmup.run(k_warm, x0, num_steps=num_warmup)
-        kernel = blackjax.nuts(logdensity, **params)
-
-        def body(st, k):
-            st, info = kernel.step(k, st)
-            return st, (st.position, info.acceptance_rate, info.num_integration_steps)
-
-        _, (xs, acc, steps) = jax.lax.scan(
-            body, state, jax.random.split(k_draw, num_draws)
-        )
-        warm_steps = jnp.sum(adapt.info.num_integration_steps)
-        return xs, acc, jnp.sum(steps) + warm_steps, params["step_size"]
-
+    run = _get_run(prior, num_draws, num_warmup, float(target_acceptance_rate))
     k_init, k_run = jax.random.split(rng_key)
     if prior.mixture is not None:
         x0 = sample_mixture(k_init, prior.mixture, num_chains)
     else:
         x0 = jax.random.normal(k_init, (num_chains, dim), A.dtype)
-    xs, acc, total_steps, step_sizes = jax.jit(jax.vmap(one_chain))(
-        jax.random.split(k_run, num_chains), x0
+    xs, acc, total_steps, step_sizes = run(
+        jax.random.split(k_run, num_chains), x0, A, y, jnp.asarray(float(sigma) ** 2)
     )
     if not bool(jnp.all(jnp.isfinite(xs))):
         raise FloatingPointError("NUTS produced non-finite draws")
