@@ -91,15 +91,15 @@ def test_annealed_reweighted_chains_approach_true_posterior():
             A,
             Y,
             SIGMA,
-            num_chains=3000,
+            num_chains=2000,
             num_draws=1,
-            prior_nfe_budget=400,
+            prior_nfe_budget=300,
             rho_start=3.0,
             rho_final=rho_final,
-            num_segments=8,
+            num_segments=6,
             inner_steps=3,
         )
-        assert res.prior_nfe <= 400
+        assert res.prior_nfe <= 300
         x = np.asarray(res.samples[:, -1])
         mean, cov = relaxed_gaussian_posterior(
             MEAN, COV, A, Y, SIGMA, res.extras["rho_final"]
@@ -165,14 +165,14 @@ def test_numpyro_model_with_unknown_sigma_end_to_end():
         jax.random.key(3),
         model,
         num_chains=4,
-        num_draws=20,
+        num_draws=8,
         prior_nfe_budget=200,
-        num_segments=5,
+        num_segments=3,
         y=jnp.asarray(Y),
     )
-    assert res.samples.shape == (4, 20, 3)
+    assert res.samples.shape == (4, 8, 3)
     sigma = np.asarray(res.extras["sites"]["sigma"])
-    assert sigma.shape == (4, 20) and np.all(sigma > 0) and np.all(np.isfinite(sigma))
+    assert sigma.shape == (4, 8) and np.all(sigma > 0) and np.all(np.isfinite(sigma))
     assert set(res.acceptance) == {"prior", "likelihood", "latent"}
     assert res.prior_nfe <= 200 and res.likelihood_evals > 0
     idata = to_arviz(res)
