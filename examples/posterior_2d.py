@@ -33,6 +33,7 @@ from rtk_blackjax.targets.analytic import (  # noqa: E402
 
 NUM_SAMPLES = 2000
 BUDGET = 200  # prior evaluations per returned sample, every method
+LIM = 7.0  # half-width of the plotted square
 
 
 def _optional_baselines():
@@ -100,7 +101,7 @@ def main(out: str = "posterior_2d.png") -> dict:
         f"{'exact (noise floor)':20s} mode TV {report['exact posterior']['mode_tv']:.3f}"
     )
 
-    grid = np.linspace(-4.5, 4.5, 200)
+    grid = np.linspace(-LIM, LIM, 200)
     xx, yy = np.meshgrid(grid, grid)
     points = jnp.asarray(np.stack([xx.ravel(), yy.ravel()], -1))
     log_prior = jax.vmap(lambda p: mixture_logdensity(params, p, 0.0))(points)
@@ -127,11 +128,12 @@ def main(out: str = "posterior_2d.png") -> dict:
             linewidths=0.6,
         )
         ax.scatter(*draws[name].T, s=1, alpha=0.3)
+        outside = np.mean(np.any(np.abs(draws[name]) > LIM, axis=1))
         tv = report[name]["mode_tv"]
-        ax.set_title(f"{name}\nmode TV {tv:.3f}", fontsize=9)
+        ax.set_title(f"{name}\nmode TV {tv:.3f}, {outside:.0%} off-frame", fontsize=9)
     for ax in axes:
-        ax.set_xlim(-4.5, 4.5)
-        ax.set_ylim(-4.5, 4.5)
+        ax.set_xlim(-LIM, LIM)
+        ax.set_ylim(-LIM, LIM)
         ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
