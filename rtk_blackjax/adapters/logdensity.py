@@ -60,7 +60,7 @@ in ``docs/numpyro.md``.
 """
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import blackjax
 import jax
@@ -85,6 +85,8 @@ __all__ = [
     "fit_reference",
     "PilotResult",
     "adapt_reference",
+    "ModelSamples",
+    "sample_model",
 ]
 
 # MALA's optimal acceptance (Roberts & Rosenthal 1998) is the adaptation target.
@@ -314,11 +316,16 @@ def init(
     logdensity_fn: Callable[[Array], Array],
     initial_denoised: Array | None = None,
     step_size: float = 0.2,
+    init_spread: float = 0.0,
 ) -> LogDensityRTKState:
     """Start a particle at ``position`` (a draw from ``N(0, I)`` at the horizon).
 
     ``initial_denoised`` is the starting ``x_0`` (zeros by default; for a NumPyro
-    model, ``ModelDensity.initial_position``).
+    model, ``ModelDensity.initial_position``). With ``init_spread > 0`` each
+    particle starts at ``initial_denoised + init_spread * position`` instead: the
+    horizon draw ``position ~ N(0, I)`` doubles as a random start (``init`` gets no
+    key), so that particles start in different basins (used to discover modes in
+    the first pilot round).
     """
     position = check_position(position)
     if not isinstance(position, jax.Array) or position.ndim != 1:
@@ -332,6 +339,8 @@ def init(
         denoised = jnp.broadcast_to(
             jnp.asarray(initial_denoised, position.dtype), position.shape
         )
+    if init_spread:
+        denoised = denoised + init_spread * position
     logdensity, grad = jax.value_and_grad(logdensity_fn)(denoised)
     return LogDensityRTKState(
         position=position,
@@ -564,6 +573,7 @@ def as_top_level_api(
     step_size: float = 0.2,
     adapt_step_size: bool = True,
     reference: GaussianReference | None = None,
+    init_spread: float = 0.0,
 ) -> DiffusionAlgorithm:
     """RTK on the augmented joint ``(x_0, x_t)`` for a plain log density.
 
@@ -587,6 +597,9 @@ def as_top_level_api(
         Gaussian approximation of ``p_0`` shaping the i-SIR proposal
         (:func:`gaussian_reference`, :func:`fit_reference`); ``None`` uses the
         Gaussian factor of the denoising posterior alone.
+    init_spread
+        Start each particle's ``x_0`` at ``initial_position + init_spread * z``,
+        ``z`` its ``N(0, I)`` horizon draw (see :func:`init`).
 
     Examples
     --------
@@ -627,7 +640,7 @@ def as_top_level_api(
 
     def init_fn(position: ArrayLike, rng_key: PRNGKey | None = None):
         del rng_key
-        return init(position, logdensity_fn, initial_position, step_size)
+        return init(position, logdensity_fn, initial_position, step_size, init_spread)
 
     return DiffusionAlgorithm(init_fn, kernel, times)
 
@@ -661,12 +674,15 @@ def adapt_reference(
     inflation: float = 1.5,
     initial_position: ArrayLike | None = None,
     reference: GaussianReference | None = None,
+    init_spread: float = 2.0,
     **algorithm_kwargs,
 ) -> PilotResult:
     """Fit the i-SIR reference by a few small pilot runs, each refitting the last.
 
-    Round 0 uses ``reference`` (default: none, the Gaussian factor alone); every
-    round fits :func:`fit_reference` on its samples. Mode weights that the first
+    Round 0 uses ``reference`` (default: none, the Gaussian factor alone), with
+    particles started at ``initial_position + init_spread * N(0, I)`` (multi-start,
+    so that they fall into different basins); every round fits
+    :func:`fit_reference` on its samples. Mode weights that the first
     round gets wrong are corrected by the next ones, as soon as every mode has
     been visited once: the fitted covariance then spans them all.
 
@@ -695,6 +711,7 @@ def adapt_reference(
             logdensity_fn,
             reference=reference,
             initial_position=initial_position if reference is None else None,
+            init_spread=init_spread if r == 0 else 0.0,
             **algorithm_kwargs,
         )
         result = sample(
@@ -715,3 +732,87 @@ def adapt_reference(
         samples = jnp.asarray(np.asarray(result.samples)[finite])
         reference = fit_reference(samples, inflation)
     return PilotResult(reference, total, samples)
+
+
+class ModelSamples(NamedTuple):
+    """Output of :func:`sample_model`.
+
+    samples
+        Dict of constrained site values (deterministic sites included), each with
+        leading axis ``num_samples``.
+    result
+        The :class:`rtk_blackjax.SampleResult` of the final run (flat
+        unconstrained samples, per-segment info, NFE per sample).
+    reference
+        The pilot-fitted Gaussian reference (``None`` without pilot rounds).
+    pilot_evaluations
+        Total evaluations spent by the pilot runs.
+    """
+
+    samples: dict
+    result: Any
+    reference: GaussianReference | None
+    pilot_evaluations: int
+
+
+def sample_model(
+    rng_key: PRNGKey,
+    model: Callable,
+    *model_args: Any,
+    num_samples: int,
+    num_pilot_rounds: int = 3,
+    pilot_particles: int = 200,
+    times: ArrayLike | None = None,
+    num_importance: int | Sequence[int] | None = None,
+    num_inner_steps: int | Sequence[int] | None = None,
+    **model_kwargs: Any,
+) -> ModelSamples:
+    """Sample a NumPyro model's posterior with :func:`rtk_logdensity`.
+
+    Builds the model's flat unconstrained density
+    (:func:`rtk_blackjax.adapters.numpyro_model.model_density`), fits the
+    reference with ``num_pilot_rounds`` pilot runs, draws ``num_samples``
+    independent samples and maps them to constrained, named sites.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> import numpyro, numpyro.distributions as dist
+    >>> def model():
+    ...     numpyro.sample("scale", dist.LogNormal(0.0, 0.5))
+    >>> out = sample_model(jax.random.key(0), model, num_samples=100,
+    ...                    num_pilot_rounds=1, pilot_particles=50,
+    ...                    times=jnp.array([3.0, 0.5, 0.0]), num_importance=8,
+    ...                    num_inner_steps=1)
+    >>> out.samples["scale"].shape, bool(jnp.all(out.samples["scale"] > 0))
+    ((100,), True)
+    """
+    from rtk_blackjax.adapters.numpyro_model import model_density
+    from rtk_blackjax.driver import sample
+
+    key_model, key_pilot, key_run = jax.random.split(rng_key, 3)
+    md = model_density(model, *model_args, rng_key=key_model, **model_kwargs)
+    kwargs = dict(
+        times=times, num_importance=num_importance, num_inner_steps=num_inner_steps
+    )
+    reference, pilot_evaluations = None, 0
+    if num_pilot_rounds > 0:
+        pilot = adapt_reference(
+            key_pilot,
+            md.logdensity_fn,
+            md.dim,
+            num_rounds=num_pilot_rounds,
+            num_particles=pilot_particles,
+            initial_position=md.initial_position,
+            **kwargs,
+        )
+        reference, pilot_evaluations = pilot.reference, pilot.num_evaluations
+    algorithm = as_top_level_api(
+        md.logdensity_fn,
+        reference=reference,
+        initial_position=md.initial_position if reference is None else None,
+        **kwargs,
+    )
+    result = sample(key_run, algorithm, num_samples, dim=md.dim)
+    samples = jax.vmap(md.postprocess_fn)(result.samples)
+    return ModelSamples(samples, result, reference, pilot_evaluations)

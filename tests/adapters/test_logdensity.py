@@ -162,3 +162,30 @@ def test_bad_arguments_are_refused():
     alg = rtk_logdensity(gaussian_logdensity, times)
     with pytest.raises(ValueError, match="flat 1-D array"):
         alg.init(jnp.zeros((2, 3)))
+
+
+def test_sample_model_returns_constrained_sites():
+    import numpyro
+    import numpyro.distributions as dist
+
+    from rtk_blackjax.adapters.logdensity import sample_model
+
+    def model():
+        numpyro.sample("scale", dist.LogNormal(0.3, 0.5))
+
+    out = sample_model(
+        jax.random.key(0),
+        model,
+        num_samples=400,
+        num_pilot_rounds=1,
+        pilot_particles=50,
+        times=jnp.array([3.0, 1.0, 0.3, 0.0]),
+        num_importance=[16, 16, 0],
+        num_inner_steps=2,
+    )
+    scale = np.asarray(out.samples["scale"])
+    assert scale.shape == (400,) and np.all(scale > 0)
+    # log(scale) ~ N(0.3, 0.5^2): 5 MC sd on the mean (short schedule).
+    assert abs(np.log(scale).mean() - 0.3) < 5 * 0.5 / np.sqrt(400)
+    assert out.result.num_evaluations == 1 + 2 * 17 + 3 * 2
+    assert out.pilot_evaluations == 50 * out.result.num_evaluations
