@@ -5,10 +5,14 @@ Each reverse step is the DDPM ancestral step of the prior (Ho et al.: a draw fro
 misfit at the Tweedie estimate:
 
     x̂_0(x) = (x + s_t² score(x, t)) / a_t
-    x' ~ q(x_{t'} | x_t = x, x_0 = x̂_0(x))
-    x' ← x' - ζ / |y - A x̂_0(x)| · ∇_x |y - A x̂_0(x)|²
+    g(x) = ∇_x log N(y; A x̂_0(x), σ² I)                (through the score: a VJP)
+    x' ~ q(x_{t'} | x_t = x, x_0 = (x + s_t² (score(x, t) + ζ g(x))) / a_t)
 
-(Chung et al.'s step-size normalisation ``ζ_i = ζ / |y - A x̂_0|``). The gradient goes
+i.e. the ancestral step with the guided score ``score + ζ g`` (``ζ = 1``: prior score
+plus DPS's approximate likelihood score). Chung et al.'s normalised step
+``ζ / |y - A x̂_0| · ∇|y - A x̂_0|²`` moves by about ``2ζ`` whatever the residual,
+which in this low-dimensional benchmark left residuals ``|A x - y| ≈ ζ`` (measured:
+mode TV 0.9 at every ``ζ`` on problem 0, d = 8); the form above does not. The gradient goes
 through the score network: ``jax.vjp`` of ``score`` gives the score and its VJP
 together. **NFE: each step counts 2 prior evaluations** (the score and one
 score-VJP, counted as one evaluation), so ``K`` steps cost ``2K`` per sample. DPS is
@@ -35,8 +39,8 @@ from rtk_blackjax.types import ArrayLike, PRNGKey
 __all__ = ["dps_linear_gaussian", "ZETA_GRID", "DEFAULT_ZETA"]
 
 # Guidance scales tried by the benchmark's tuning (held-out problem, best sliced W).
-ZETA_GRID = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
-DEFAULT_ZETA = 3.0
+ZETA_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)
+DEFAULT_ZETA = 1.0
 
 
 def dps_linear_gaussian(
@@ -53,7 +57,7 @@ def dps_linear_gaussian(
     horizon: float = 10.0,
     t_min: float = 1e-3,
 ) -> PosteriorResult:
-    """DPS samples for ``y = A x + σ ε`` (``σ`` only enters through ``y``: DPS ignores it).
+    """DPS samples for ``y = A x + σ ε``.
 
     Parameters
     ----------
@@ -63,7 +67,7 @@ def dps_linear_gaussian(
         Diffusion prior (only ``score`` is used).
     A, y, sigma
         ``(d_y, d)`` forward matrix, observation, noise std (validated, unused by
-        the DPS update, as in the original method).
+        the likelihood score).
     num_samples
         Independent samples, returned as ``(num_samples, 1, d)``.
     prior_nfe_budget
@@ -115,6 +119,7 @@ def dps_linear_gaussian(
     num_steps = int(times.shape[0]) - 1
     dim = A.shape[1]
     zeta = float(zeta)
+    sigma2 = float(sigma) ** 2
 
     def one_step(x, inputs):
         t, t_next, key = inputs
@@ -122,14 +127,17 @@ def dps_linear_gaussian(
         score, vjp = jax.vjp(lambda z: prior.score(z, t), x)
         x0 = (x + s2_t * score) / a_t
         resid = y - A @ x0
-        norm = jnp.sqrt(jnp.sum(resid**2))
-        # ∇_x |y - A x̂0|² = -2 (∂x̂0/∂x)ᵀ Aᵀ r, (∂x̂0/∂x)ᵀ v = (v + s² J_scoreᵀ v) / a
-        g = -2.0 * A.T @ resid
+        # ∇_x log N(y; A x̂0(x), σ² I) = (∂x̂0/∂x)ᵀ Aᵀ r / σ², and
+        # (∂x̂0/∂x)ᵀ v = (v + s² J_scoreᵀ v) / a
+        g = A.T @ resid / sigma2
         (jt_g,) = vjp(g)
-        grad = (g + s2_t * jt_g) / a_t
+        lik_grad = (g + s2_t * jt_g) / a_t
+        # Guided score = prior score + ζ × approximate likelihood score; it enters
+        # the step through the Tweedie estimate it implies.
+        x0 = (x + s2_t * (score + zeta * lik_grad)) / a_t
         # Ancestral step q(x_{t'} | x_t, x0 = x̂0): stable for the long first
         # segments of a geometric grid (the exponential integrator is not), and
-        # the Tweedie denoise itself on the last segment to t' = 0.
+        # the (guided) Tweedie denoise itself on the last segment to t' = 0.
         a_h, s2_h = jnp.exp(t_next - t), -jnp.expm1(2.0 * (t_next - t))
         a_n, s2_n = ou_mean_coef(t_next), ou_variance(t_next)
         var = s2_n * s2_h / (s2_h + a_h**2 * s2_n)
@@ -137,7 +145,6 @@ def dps_linear_gaussian(
         mean = jnp.where(s2_n > 0, mean, x0)
         noise = jax.random.normal(key, x.shape, x.dtype)
         x_next = mean + jnp.sqrt(var) * noise
-        x_next = x_next - zeta * grad / jnp.maximum(norm, 1e-12)
         return x_next, None
 
     @jax.jit
