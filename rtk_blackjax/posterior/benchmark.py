@@ -86,9 +86,18 @@ def _run_method(method, key, problem, nfe, num_samples, zeta):
             *args, num_particles=num_samples, prior_nfe_budget=nfe
         ), {"twist": "tweedie", "inner_steps": 1, "t_min": 1e-2}
     if method == "dps":
-        return dps_linear_gaussian(
-            *args, num_samples=num_samples, prior_nfe_budget=nfe, zeta=zeta
-        ), {"zeta": zeta}
+        # If the tuned ζ blows up on a problem (non-finite samples), fall back to
+        # the next smaller ζ of the grid, and say so in the config.
+        smaller = sorted(z for z in dps_module.ZETA_GRID if z < zeta)[::-1]
+        for z in [zeta, *smaller]:
+            try:
+                res = dps_linear_gaussian(
+                    *args, num_samples=num_samples, prior_nfe_budget=nfe, zeta=z
+                )
+            except FloatingPointError:
+                continue
+            return res, {"zeta": z, "zeta_tuned": zeta}
+        raise FloatingPointError(f"DPS blew up for every zeta <= {zeta}")
     if method == "nuts":
         chains = min(_NUTS_CHAINS, num_samples)
         draws = max(1, num_samples // chains)
