@@ -42,6 +42,29 @@ uld_adjusted = GenerateSamplingAPI(
 
 __version__ = "0.1.0"
 
+# Imported on first use: ArviZ (diagnostics) and Equinox/Optax (learned scores)
+# add seconds to `import rtk_blackjax` that samplers never need.
+_LAZY_MODULES = ("adapters", "diagnostics", "posterior")
+_LAZY_NAMES = {
+    "DiffusionPrior": "rtk_blackjax.posterior",
+    "RTKKernel": "rtk_blackjax.adapters",
+}
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"rtk_blackjax.{name}")
+    if name in _LAZY_NAMES:
+        return getattr(importlib.import_module(_LAZY_NAMES[name]), name)
+    raise AttributeError(f"module 'rtk_blackjax' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY_MODULES) + list(_LAZY_NAMES))
+
+
 __all__ = [
     "rtk",
     "uld",
@@ -69,4 +92,9 @@ __all__ = [
     "theory_grid",
     "make_grid",
     "validate_grid",
+    "adapters",
+    "diagnostics",
+    "posterior",
+    "DiffusionPrior",
+    "RTKKernel",
 ]

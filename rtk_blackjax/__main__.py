@@ -1,8 +1,11 @@
-"""Command line: ``python -m rtk_blackjax {demo,bench} ...``.
+"""Command line: ``python -m rtk_blackjax {demo,bench,bench-posterior} ...``.
 
 ``demo``   RTK-MALA vs DDPM on the 10-D chessboard: a table and a PNG.
 ``bench``  one method on one target (``--json`` for one JSON object), or
-           ``--sweep``: methods x NFE {25, 105, 505}, Markdown table and PNG.
+           ``--sweep``: methods x NFE {25, 105, 505}, Markdown table and PNG;
+           ``--overhead``: sampler time vs the bare cost of its score calls.
+``bench-posterior``  the exact 25-mode GMM posterior benchmark (split Gibbs, SMC,
+           DPS, NUTS), see :mod:`rtk_blackjax.posterior.benchmark`.
 """
 
 import argparse
@@ -103,6 +106,9 @@ def _build_parser() -> argparse.ArgumentParser:
         default=0,
         help="first particle index of the stream (split one run across hosts)",
     )
+    from rtk_blackjax.posterior.benchmark import add_cli as add_posterior_bench
+
+    add_posterior_bench(sub)
     scale.add_argument(
         "--no-info",
         action="store_true",
@@ -253,6 +259,10 @@ def main(argv=None) -> int:
     try:
         if args.command == "demo":
             return _demo(args)
+        if args.command == "bench-posterior":
+            from rtk_blackjax.posterior.benchmark import main_from_args
+
+            return main_from_args(args)
         return _bench(args)
     except (ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)

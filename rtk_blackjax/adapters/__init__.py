@@ -1,5 +1,40 @@
 """Adapters: where targets come from outside this package.
 
-NumPyro models and log densities (Monte Carlo estimates of the diffused
-densities), learned score networks, and RTK as a ``numpyro.infer`` kernel.
+* :func:`model_density`: a NumPyro model as a flat unconstrained log density;
+* :func:`rtk_logdensity` / :func:`sample_model`: RTK for targets known only by
+  their log density at ``t = 0`` (diffusion Monte Carlo on the augmented joint
+  ``(x_0, x_t)``, costs counted in log-density/gradient evaluations);
+* :class:`RTKKernel`: RTK as a ``numpyro.infer.MCMC`` kernel;
+* :func:`train_score` / :func:`learned_target`: a denoising-score-matching trained
+  Equinox network as a score-only target (:mod:`~rtk_blackjax.adapters.learned`).
 """
+
+from rtk_blackjax.adapters.learned import (
+    ScoreNetwork,
+    TrainedScore,
+    learned_target,
+    load_trained,
+    plot_loss,
+    prior_predictive_samples,
+    save_trained,
+    train_score,
+)
+from rtk_blackjax.adapters.logdensity import rtk_logdensity, sample_model
+from rtk_blackjax.adapters.numpyro_kernel import RTKKernel
+from rtk_blackjax.adapters.numpyro_model import ModelDensity, model_density
+
+__all__ = [
+    "ModelDensity",
+    "model_density",
+    "rtk_logdensity",
+    "sample_model",
+    "RTKKernel",
+    "ScoreNetwork",
+    "TrainedScore",
+    "train_score",
+    "learned_target",
+    "prior_predictive_samples",
+    "save_trained",
+    "load_trained",
+    "plot_loss",
+]

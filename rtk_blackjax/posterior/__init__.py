@@ -1,5 +1,39 @@
-"""Posterior sampling with diffusion priors (split Gibbs, SMC, DPS baselines)."""
+"""Posterior sampling with diffusion priors.
+
+* :class:`DiffusionPrior`: a diffusion model (any :class:`~rtk_blackjax.targets.Target`)
+  as a NumPyro distribution;
+* :func:`split_gibbs` (NumPyro models) and :func:`split_gibbs_linear_gaussian`:
+  split Gibbs with RTK prior blocks;
+* :func:`smc_linear_gaussian`: twisted SMC through the reverse diffusion;
+* baselines :func:`dps_linear_gaussian` (DPS) and :func:`nuts_linear_gaussian` (NUTS
+  on the exact posterior);
+* :mod:`~rtk_blackjax.posterior.gmm`: the exact 25-mode mixture benchmark, and
+  :mod:`~rtk_blackjax.posterior.benchmark` (``python -m rtk_blackjax bench-posterior``).
+
+Every sampler returns a :class:`PosteriorResult` (chains x draws); convert it with
+:func:`posterior_to_arviz`.
+"""
 
 from rtk_blackjax.posterior.base import PosteriorResult
+from rtk_blackjax.posterior.dps import dps_linear_gaussian
+from rtk_blackjax.posterior.nuts import nuts_linear_gaussian
+from rtk_blackjax.posterior.prior import DiffusionPrior
+from rtk_blackjax.posterior.smc import smc_linear_gaussian
+from rtk_blackjax.posterior.split_gibbs import (
+    relaxed_gaussian_posterior,
+    split_gibbs,
+    split_gibbs_linear_gaussian,
+)
+from rtk_blackjax.posterior.split_gibbs import to_arviz as posterior_to_arviz
 
-__all__ = ["PosteriorResult"]
+__all__ = [
+    "PosteriorResult",
+    "DiffusionPrior",
+    "split_gibbs",
+    "split_gibbs_linear_gaussian",
+    "smc_linear_gaussian",
+    "dps_linear_gaussian",
+    "nuts_linear_gaussian",
+    "relaxed_gaussian_posterior",
+    "posterior_to_arviz",
+]
