@@ -19,7 +19,14 @@ from rtk_blackjax.adapters.learned import (
     save_trained,
     train_score,
 )
-from rtk_blackjax.adapters.logdensity import rtk_logdensity, sample_model
+from rtk_blackjax.adapters.logdensity import (
+    GaussianReference,
+    adapt_reference,
+    fit_reference,
+    gaussian_reference,
+    rtk_logdensity,
+    sample_model,
+)
 from rtk_blackjax.adapters.numpyro_kernel import RTKKernel
 from rtk_blackjax.adapters.numpyro_model import ModelDensity, model_density
 
@@ -28,6 +35,10 @@ __all__ = [
     "model_density",
     "rtk_logdensity",
     "sample_model",
+    "adapt_reference",
+    "GaussianReference",
+    "gaussian_reference",
+    "fit_reference",
     "RTKKernel",
     "ScoreNetwork",
     "TrainedScore",
