@@ -1253,8 +1253,9 @@ def _warn_on_stuck_segments(result: SampleResult) -> None:
             f"inner-kernel acceptance below {LOW_ACCEPTANCE} on {low.size} segment(s), "
             f"first segment {k} (t={float(result.times[k])} -> "
             f"{float(result.times[k + 1])}): {acceptance[k]:.3f}. The segment target is "
-            "badly conditioned for the automatic step size; use more (shorter) "
-            "segments or a smaller step_scale.",
+            "badly conditioned for the inner kernel's step size; use more (shorter) "
+            "segments or a smaller inner step size (e.g. step_scale of the inner "
+            "kernel factories, step_size of rtk_logdensity).",
             RuntimeWarning,
             stacklevel=3,
         )
