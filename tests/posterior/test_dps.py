@@ -1,11 +1,13 @@
 """DPS baseline: shapes, honest NFE (score + VJP per step), guidance pulls to the data."""
 
+import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import rtk_blackjax as rb
+from rtk_blackjax.posterior import posterior_to_arviz
 from rtk_blackjax.posterior.dps import dps_linear_gaussian
 
 PRIOR = rb.targets.gaussian(jnp.zeros(2), 1.0)
@@ -34,6 +36,8 @@ def test_shapes_and_nfe_count():
     # each step: one score evaluation and one score-VJP (counted as one evaluation)
     assert res.prior_nfe == 2 * steps == 40
     assert res.likelihood_evals == steps
+    summary = az.summary(posterior_to_arviz(res), kind="diagnostics")
+    assert summary.shape[0] == res.samples.shape[-1]
     prior, calls = _counting_prior()
     dps_linear_gaussian(
         jax.random.key(0), prior, A, Y, 0.5, num_samples=4, prior_nfe_budget=10

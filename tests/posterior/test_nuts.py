@@ -1,10 +1,12 @@
 """NUTS baseline on the exact posterior: Gaussian posterior moments, NFE counted."""
 
+import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import rtk_blackjax as rb
+from rtk_blackjax.posterior import posterior_to_arviz
 from rtk_blackjax.posterior.nuts import nuts_linear_gaussian
 
 
@@ -28,3 +30,5 @@ def test_gaussian_posterior_moments_and_nfe():
     assert res.acceptance["nuts"].shape == (8, 250)
     # every returned draw costs at least one gradient, warm-up included
     assert res.prior_nfe > 1.0 and res.prior_nfe == res.likelihood_evals
+    summary = az.summary(posterior_to_arviz(res), kind="diagnostics")
+    assert summary.shape[0] == res.samples.shape[-1]

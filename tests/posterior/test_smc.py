@@ -1,12 +1,13 @@
 """Twisted SMC through the reverse diffusion: consistency as particles grow."""
 
+import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import rtk_blackjax as rb
-from rtk_blackjax.posterior import gmm
+from rtk_blackjax.posterior import gmm, posterior_to_arviz
 from rtk_blackjax.posterior.smc import smc_linear_gaussian
 from rtk_blackjax.targets.analytic import mixture_target
 
@@ -71,6 +72,8 @@ def test_result_fields_and_nfe():
     assert res.extras["ess"].shape == (K,)
     assert res.acceptance["mala"].shape == (100, 1)
     assert np.all(np.asarray(res.acceptance["mala"]) > 0.3)
+    summary = az.summary(posterior_to_arviz(res), kind="diagnostics")
+    assert summary.shape[0] == res.samples.shape[-1]
 
 
 @pytest.mark.slow
