@@ -12,7 +12,7 @@ posterior mean and the pixel-wise posterior standard deviation.
 
 Needs scikit-learn (``pip install -e ".[examples]"``)::
 
-    python examples/inpainting_digits.py                 # ~4 min on 2 CPU cores
+    python examples/inpainting_digits.py                 # ~70 s on 2 CPU cores
     python examples/inpainting_digits.py --steps 1500    # quick look
 
 Printed: the DSM loss, the per-image error of the posterior mean on the hidden
