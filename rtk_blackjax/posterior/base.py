@@ -1,10 +1,14 @@
-"""What every posterior sampler with a diffusion prior returns."""
+"""What every posterior sampler with a diffusion prior returns, and shared checks."""
 
+import math
 from typing import NamedTuple
 
-from rtk_blackjax.types import Array
+import jax.numpy as jnp
 
-__all__ = ["PosteriorResult"]
+from rtk_blackjax.targets import Target
+from rtk_blackjax.types import Array, ArrayLike
+
+__all__ = ["PosteriorResult", "check_linear_gaussian"]
 
 
 class PosteriorResult(NamedTuple):
@@ -34,3 +38,30 @@ class PosteriorResult(NamedTuple):
     likelihood_evals: float
     acceptance: dict
     extras: dict
+
+
+def check_linear_gaussian(
+    prior: Target, A: ArrayLike, y: ArrayLike, sigma: float
+) -> tuple[Array, Array, Array]:
+    """Validate ``y = A x + σ ε`` with a diffusion prior; return ``(A, y, σ²)``.
+
+    ``prior`` must be a :class:`~rtk_blackjax.targets.Target`, ``A`` a finite
+    ``(obs_dim, dim)`` matrix, ``y`` finite of shape ``(obs_dim,)``, ``sigma`` a
+    positive finite scalar; arrays come back in the default float dtype.
+    """
+    if not isinstance(prior, Target):
+        raise TypeError(f"prior must be an rtk_blackjax Target, got {type(prior)!r}")
+    A = jnp.asarray(A, jnp.result_type(float))
+    y = jnp.asarray(y, A.dtype)
+    if A.ndim != 2:
+        raise ValueError(f"A must be a (obs_dim, dim) matrix, got shape {A.shape}")
+    if y.shape != (A.shape[0],):
+        raise ValueError(
+            f"y must have shape (obs_dim,) = ({A.shape[0]},), got {y.shape}"
+        )
+    sigma_f = float(sigma)
+    if not (math.isfinite(sigma_f) and sigma_f > 0):
+        raise ValueError(f"sigma must be a positive finite number, got {sigma!r}")
+    if not (bool(jnp.all(jnp.isfinite(A))) and bool(jnp.all(jnp.isfinite(y)))):
+        raise ValueError("A and y must be finite")
+    return A, y, jnp.asarray(sigma_f**2, A.dtype)

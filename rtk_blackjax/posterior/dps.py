@@ -32,7 +32,7 @@ from rtk_blackjax.diffusion import (
     ou_variance,
     validate_grid,
 )
-from rtk_blackjax.posterior.base import PosteriorResult
+from rtk_blackjax.posterior.base import PosteriorResult, check_linear_gaussian
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import ArrayLike, PRNGKey
 
@@ -89,16 +89,7 @@ def dps_linear_gaussian(
     >>> res.samples.shape, res.prior_nfe, res.likelihood_evals
     ((100, 1, 2), 40.0, 20.0)
     """
-    if not isinstance(prior, Target):
-        raise TypeError(f"prior must be an rtk_blackjax Target, got {type(prior)!r}")
-    A = jnp.asarray(A, jnp.result_type(float))
-    y = jnp.asarray(y, A.dtype)
-    if A.ndim != 2 or y.shape != (A.shape[0],):
-        raise ValueError(
-            f"A must be (obs_dim, dim) and y (obs_dim,), got {A.shape} and {y.shape}"
-        )
-    if not (math.isfinite(float(sigma)) and float(sigma) > 0):
-        raise ValueError(f"sigma must be a positive finite number, got {sigma!r}")
+    A, y, _ = check_linear_gaussian(prior, A, y, sigma)
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)):
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
     if num_samples < 1:

@@ -12,14 +12,12 @@ one likelihood gradient; the reported ``prior_nfe`` counts all of them, warm-up
 included, divided by the number of returned draws.
 """
 
-import math
-
 import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rtk_blackjax.posterior.base import PosteriorResult
+from rtk_blackjax.posterior.base import PosteriorResult, check_linear_gaussian
 from rtk_blackjax.targets.analytic import sample_mixture
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import ArrayLike, PRNGKey
@@ -92,18 +90,9 @@ def nuts_linear_gaussian(
     >>> res.samples.shape, res.acceptance["nuts"].shape
     ((2, 20, 2), (2, 20))
     """
-    if not isinstance(prior, Target):
-        raise TypeError(f"prior must be an rtk_blackjax Target, got {type(prior)!r}")
+    A, y, sigma2 = check_linear_gaussian(prior, A, y, sigma)
     if prior.logdensity is None:
         raise ValueError("NUTS needs the prior's log density (prior.logdensity)")
-    A = jnp.asarray(A, jnp.result_type(float))
-    y = jnp.asarray(y, A.dtype)
-    if A.ndim != 2 or y.shape != (A.shape[0],):
-        raise ValueError(
-            f"A must be (obs_dim, dim) and y (obs_dim,), got {A.shape} and {y.shape}"
-        )
-    if not (math.isfinite(float(sigma)) and float(sigma) > 0):
-        raise ValueError(f"sigma must be a positive finite number, got {sigma!r}")
     for name, value, low in (
         ("num_chains", num_chains, 1),
         ("num_draws", num_draws, 1),
@@ -121,7 +110,7 @@ def nuts_linear_gaussian(
     else:
         x0 = jax.random.normal(k_init, (num_chains, dim), A.dtype)
     xs, acc, total_steps, step_sizes = run(
-        jax.random.split(k_run, num_chains), x0, A, y, jnp.asarray(float(sigma) ** 2)
+        jax.random.split(k_run, num_chains), x0, A, y, sigma2
     )
     if not bool(jnp.all(jnp.isfinite(xs))):
         raise FloatingPointError("NUTS produced non-finite draws")

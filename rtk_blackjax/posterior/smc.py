@@ -65,7 +65,7 @@ from rtk_blackjax.diffusion import (
     transition_coefs,
     validate_grid,
 )
-from rtk_blackjax.posterior.base import PosteriorResult
+from rtk_blackjax.posterior.base import PosteriorResult, check_linear_gaussian
 from rtk_blackjax.targets.analytic import mixture_variance
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import Array, ArrayLike, PRNGKey
@@ -107,25 +107,13 @@ def segments_for_budget(nfe: int, num_inner_steps: int) -> int:
 
 
 def _check_inputs(prior, A, y, sigma):
-    if not isinstance(prior, Target):
-        raise TypeError(f"prior must be an rtk_blackjax Target, got {type(prior)!r}")
+    A, y, sigma2 = check_linear_gaussian(prior, A, y, sigma)
     if prior.logdensity is None:
         raise ValueError(
             "prior has no logdensity: the SMC weights need log p_t (use split Gibbs "
             "or DPS for score-only priors)"
         )
-    A = jnp.asarray(A, jnp.result_type(float))
-    y = jnp.asarray(y, A.dtype)
-    if A.ndim != 2:
-        raise ValueError(f"A must be a (obs_dim, dim) matrix, got shape {A.shape}")
-    if y.shape != (A.shape[0],):
-        raise ValueError(f"y must have shape ({A.shape[0]},), got {y.shape}")
-    sigma_f = float(sigma)
-    if not (math.isfinite(sigma_f) and sigma_f > 0):
-        raise ValueError(f"sigma must be a positive finite number, got {sigma!r}")
-    if not (bool(jnp.all(jnp.isfinite(A))) and bool(jnp.all(jnp.isfinite(y)))):
-        raise ValueError("A and y must be finite")
-    return A, y, jnp.asarray(sigma_f**2, A.dtype)
+    return A, y, sigma2
 
 
 def _positive_int(name, value, minimum=1):
