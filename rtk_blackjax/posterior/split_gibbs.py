@@ -316,6 +316,25 @@ def _ess(log_weights: Array) -> Array:
     return 1.0 / jnp.sum(w**2)
 
 
+def _annealed_prior_block(
+    prior, rho_start, rho_final, num_segments, horizon, inner, inner_steps
+) -> "PriorBlock":
+    """The RTK prior block of an annealing run from ``rho_start`` to ``rho_final``."""
+    block = prior_block(
+        prior,
+        rho_final=rho_final,
+        num_segments=num_segments,
+        horizon=horizon,
+        inner=inner,
+        inner_steps=inner_steps,
+    )
+    if rho_start < rho_final:
+        raise ValueError(
+            f"rho_start={rho_start} must be at least rho_final={rho_final}"
+        )
+    return block
+
+
 def _check_key(rng_key):
     if not isinstance(rng_key, jax.Array) or not (
         jnp.issubdtype(rng_key.dtype, jax.dtypes.prng_key) or rng_key.shape == (2,)
@@ -468,18 +487,9 @@ def split_gibbs_linear_gaussian(
     rho_start = _check_positive("rho_start", rho_start)
     if not 0.0 < ess_threshold <= 1.0:
         raise ValueError(f"ess_threshold must be in (0, 1], got {ess_threshold!r}")
-    block = prior_block(
-        prior,
-        rho_final=rho_final,
-        num_segments=num_segments,
-        horizon=horizon,
-        inner=inner,
-        inner_steps=inner_steps,
+    block = _annealed_prior_block(
+        prior, rho_start, rho_final, num_segments, horizon, inner, inner_steps
     )
-    if rho_start < rho_final:
-        raise ValueError(
-            f"rho_start={rho_start} must be at least rho_final={rho_final}"
-        )
     stages, sweeps_per_stage = _plan(
         block, rho_start, num_stages, num_draws, budget, sweeps_per_stage
     )
@@ -809,18 +819,15 @@ def split_gibbs(
         key_model, model, model_args, model_kwargs
     )
     dim = prior_dist.dim
-    block = prior_block(
+    block = _annealed_prior_block(
         prior_dist.target,
-        rho_final=rho_final,
-        num_segments=num_segments,
-        horizon=horizon,
-        inner=inner,
-        inner_steps=inner_steps,
+        rho_start,
+        rho_final,
+        num_segments,
+        horizon,
+        inner,
+        inner_steps,
     )
-    if rho_start < rho_final:
-        raise ValueError(
-            f"rho_start={rho_start} must be at least rho_final={rho_final}"
-        )
     if sweeps_per_stage is None and prior_nfe_budget is None:
         sweeps_per_stage = 5
     budget = (
