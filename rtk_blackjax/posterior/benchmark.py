@@ -84,7 +84,7 @@ def _run_method(method, key, problem, nfe, num_samples, zeta):
     if method == "smc":
         return smc_linear_gaussian(
             *args, num_particles=num_samples, prior_nfe_budget=nfe
-        ), {"twist": "tweedie", "inner_steps": 1, "t_min": 1e-2}
+        ), {"twist": "tweedie", "inner_steps": 1}
     if method == "dps":
         # If the tuned ζ blows up on a problem (non-finite samples), fall back to
         # the next smaller ζ of the grid, and say so in the config.

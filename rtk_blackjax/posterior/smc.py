@@ -137,8 +137,8 @@ def smc_linear_gaussian(
     num_inner_steps: int = 1,
     step_scale: float = 1.0,
     ess_threshold: float = 0.5,
-    horizon: float = 10.0,
-    t_min: float = 1e-2,
+    horizon: float = 8.0,
+    t_min: float = 0.3,
     twist: str = "tweedie",
     prior_variance: float | None = None,
 ) -> PosteriorResult:
@@ -169,9 +169,15 @@ def smc_linear_gaussian(
     ess_threshold
         Resample when ``ESS < ess_threshold · num_particles``.
     horizon, t_min
-        Geometric grid parameters when built from the budget. The horizon is 10
-        by default: for far-apart modes (``|m| ≈ 450`` in the 800-d benchmark)
-        ``p_5`` is still visibly not ``N(0, I)``.
+        Geometric grid ``horizon = t_0 > ... > t_{K-1} = t_min``, then one last
+        segment to 0, when built from the budget. Horizon 8: for far-apart modes
+        (``|m| ≈ 450`` in the 800-d benchmark) ``p_5`` is still visibly not
+        ``N(0, I)``. ``t_min = 0.3``: the weights degenerate where the posterior's
+        modes separate (``t ≈ 1-4`` on the 25-mode benchmark, where the twist
+        sharpens fastest), while below ``t ≈ 0.3`` each component of ``p_t`` is
+        nearly Gaussian, the tilted predictor is nearly exact and one segment
+        suffices; segments are better spent in the middle (measured: mode-weight
+        TV 0.147 -> 0.048 at ``d = 80``, ``d_y = 1``, 100 evaluations).
 
     Returns
     -------
