@@ -39,7 +39,7 @@ from rtk_blackjax.types import ArrayLike, PRNGKey
 __all__ = ["dps_linear_gaussian", "ZETA_GRID", "DEFAULT_ZETA"]
 
 # Guidance scales tried by the benchmark's tuning (held-out problem, best sliced W).
-ZETA_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)
+ZETA_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 DEFAULT_ZETA = 1.0
 
 
