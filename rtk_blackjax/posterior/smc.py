@@ -11,9 +11,13 @@ true likelihood at ``t_K = 0``, so ``π_K`` is the posterior. Two twists:
 
 * ``"tweedie"`` (default, TDS-like): ``x̂_0`` is Tweedie's estimate
   ``(x + s_t² score(x, t)) / a_t`` (the score is cached on every particle) and
-  ``r_t² = s_t² V / (a_t² V + s_t²)``, the ``Var(x_0 | x_t)`` of a Gaussian prior of
-  variance ``V`` per coordinate (``V`` from ``prior.mixture``, or given): right at
-  large ``t``, where ``x_t`` says nothing, and at small ``t``.
+  ``r_t² = (Σ⁻¹ + a_t² / s_t² I)⁻¹``, the ``Var(x_0 | x_t)`` of a Gaussian prior of
+  covariance ``Σ``: right at large ``t``, where ``x_t`` says nothing, and at small
+  ``t``; only ``A r_t² Aᵀ`` is used. Default ``Σ = V I`` with ``V`` the mean
+  per-coordinate variance of ``prior.mixture``. The mixture's full covariance is
+  accepted too but was not better on the 25-mode benchmark (d = 80, 10 problems,
+  2000 particles: mode TV 0.077 vs 0.041 at ``d_y = 1``, 0.011 vs 0.018 at
+  ``d_y = 2``; the per-problem spread is as large as the gaps).
 * ``"flat"``: ``x̂_0 = x / a_t``, ``r_t² = s_t² / a_t²`` (a flat prior on ``x_0``).
 
 One step ``k-1 → k`` is an SMC-sampler step
@@ -140,7 +144,7 @@ def smc_linear_gaussian(
     horizon: float = 8.0,
     t_min: float = 0.3,
     twist: str = "tweedie",
-    prior_variance: float | None = None,
+    prior_covariance: ArrayLike | float | None = None,
 ) -> PosteriorResult:
     """Twisted SMC through the reverse diffusion for ``y = A x + σ ε``.
 
@@ -178,6 +182,13 @@ def smc_linear_gaussian(
         nearly Gaussian, the tilted predictor is nearly exact and one segment
         suffices; segments are better spent in the middle (measured: mode-weight
         TV 0.147 -> 0.048 at ``d = 80``, ``d_y = 1``, 100 evaluations).
+    twist
+        ``"tweedie"`` or ``"flat"`` (module docstring).
+    prior_covariance
+        ``Σ`` of the Tweedie twist: a scalar (``Σ = V I``), a ``(d,)`` vector of
+        variances or a ``(d, d)`` matrix. Default: ``V I`` with ``V`` the mean
+        per-coordinate variance of ``prior.mixture``, ``I`` without one (for a
+        learned prior, pass the variance or covariance of prior draws).
 
     Returns
     -------
@@ -200,15 +211,7 @@ def smc_linear_gaussian(
     A, y, sigma2 = _check_inputs(prior, A, y, sigma)
     if twist not in TWISTS:
         raise ValueError(f"twist must be one of {TWISTS}, got {twist!r}")
-    if prior_variance is None:
-        prior_variance = (
-            float(jnp.mean(mixture_variance(prior.mixture)))
-            if prior.mixture is not None
-            else 1.0
-        )
-    if not (math.isfinite(float(prior_variance)) and float(prior_variance) > 0):
-        raise ValueError(f"prior_variance must be positive, got {prior_variance!r}")
-    prior_variance = float(prior_variance)
+    cov_eigvals, cov_eigvecs = _covariance_factor(prior, prior_covariance, A.shape[1])
     num_particles = _positive_int("num_particles", num_particles, 2)
     num_inner_steps = _positive_int("num_inner_steps", num_inner_steps, 0)
     if not (0.0 < float(ess_threshold) <= 1.0):
@@ -233,9 +236,10 @@ def smc_linear_gaussian(
         float(ess_threshold),
         dim,
         twist,
-        prior_variance,
     )
-    x, accept_per_particle, log_z, info, finite = run(rng_key, A, y, sigma2)
+    x, accept_per_particle, log_z, info, finite = run(
+        rng_key, A, y, sigma2, cov_eigvals.astype(A.dtype), cov_eigvecs.astype(A.dtype)
+    )
     if not bool(finite):
         bad = np.flatnonzero(~np.asarray(info.ess > 0))
         raise FloatingPointError(
@@ -260,12 +264,45 @@ def smc_linear_gaussian(
     )
 
 
+def _covariance_factor(prior, prior_covariance, dim):
+    """Eigenvalues and eigenvectors of the twist's prior covariance ``Σ``.
+
+    ``None``: ``V I`` with ``V`` the mean per-coordinate variance of
+    ``prior.mixture`` (identity without a mixture); a scalar ``V``: ``V I``; a
+    ``(d,)`` vector: a diagonal; a ``(d, d)`` matrix: itself (symmetric positive
+    definite).
+    """
+    if prior_covariance is None:
+        if prior.mixture is None:
+            return np.ones(dim), np.eye(dim)
+        prior_covariance = float(np.mean(mixture_variance(prior.mixture)))
+    cov = np.asarray(prior_covariance, np.float64)
+    if cov.ndim == 0:
+        cov = np.full(dim, float(cov))
+    if cov.shape not in ((dim,), (dim, dim)) or not np.all(np.isfinite(cov)):
+        raise ValueError(
+            "prior_covariance must be a positive scalar, a (d,) vector of variances "
+            f"or a (d, d) covariance matrix with d={dim}, finite; got shape "
+            f"{cov.shape}"
+        )
+    if cov.ndim == 1:
+        eigvals, eigvecs = cov, np.eye(dim)
+    else:
+        if not np.allclose(cov, cov.T, rtol=1e-6, atol=1e-8 * np.abs(cov).max()):
+            raise ValueError("prior_covariance must be a symmetric matrix")
+        eigvals, eigvecs = np.linalg.eigh(0.5 * (cov + cov.T))
+    if not np.all(eigvals > 0):
+        raise ValueError(
+            "prior_covariance must be positive definite, got smallest eigenvalue "
+            f"{float(np.min(eigvals)):.3g}"
+        )
+    return eigvals, eigvecs
+
+
 _RUN_CACHE: dict = {}
 
 
-def _get_run(
-    prior, times, n, num_steps, step_scale, threshold, dim, twist, prior_variance
-):
+def _get_run(prior, times, n, num_steps, step_scale, threshold, dim, twist):
     """Compiled runs are reused across problems with the same prior object and grid."""
     key = (
         id(prior),
@@ -276,55 +313,53 @@ def _get_run(
         threshold,
         dim,
         twist,
-        prior_variance,
     )
     hit = _RUN_CACHE.get(key)
     if hit is not None and hit[0] is prior:
         return hit[1]
     if len(_RUN_CACHE) > 16:
         _RUN_CACHE.clear()
-    run = _build_run(
-        prior, times, n, num_steps, step_scale, threshold, dim, twist, prior_variance
-    )
+    run = _build_run(prior, times, n, num_steps, step_scale, threshold, dim, twist)
     _RUN_CACHE[key] = (prior, run)
     return run
 
 
-def _build_run(
-    prior, times, n, num_steps, step_scale, threshold, dim, twist, prior_variance
-):
+def _build_run(prior, times, n, num_steps, step_scale, threshold, dim, twist):
     mala = blackjax.mala.build_kernel()
 
-    def twist_cov(A, sigma2, t):
+    def twist_cov(A, noise, t):
+        """σ² I + A Var(x0 | x_t) Aᵀ, the covariance of the twist."""
+        sigma2, a_u, cov_eigvals = noise
         a, s2 = ou_mean_coef(t), ou_variance(t)
-        # Var(x0 | x_t): flat prior, or a Gaussian prior of variance V per coordinate
-        # (right both at large t, where x_t says nothing and Var -> V, and at small
-        # t, where Var -> s_t^2 / a_t^2).
+        eye = sigma2 * jnp.eye(A.shape[0], dtype=A.dtype)
         if twist == "flat":
-            spread = s2 / a**2
-        else:
-            spread = s2 * prior_variance / (a**2 * prior_variance + s2)
-        return sigma2 * jnp.eye(A.shape[0], dtype=A.dtype) + spread * (A @ A.T)
+            return eye + (s2 / a**2) * (A @ A.T)
+        # Var(x0 | x_t) of a Gaussian prior with covariance Σ = U diag(λ) Uᵀ:
+        # U diag(λ s² / (a² λ + s²)) Uᵀ. Right at large t, where x_t says nothing
+        # (-> Σ), and at small t (-> s² / a²); in between, Σ sets how much the
+        # twist trusts x̂0 along each observed direction.
+        shrunk = cov_eigvals * s2 / (a**2 * cov_eigvals + s2)
+        return eye + (a_u * shrunk) @ a_u.T
 
-    def twist_logpdf(A, y, sigma2, x, score, t):
+    def twist_logpdf(A, y, noise, x, score, t):
         """log N(y; A x̂0(x), Γ_t): flat x̂0 = x / a_t or Tweedie's (no NFE)."""
         a, s2 = ou_mean_coef(t), ou_variance(t)
         x0 = x / a if twist == "flat" else (x + s2 * score) / a
-        chol = jnp.linalg.cholesky(twist_cov(A, sigma2, t))
+        chol = jnp.linalg.cholesky(twist_cov(A, noise, t))
         white = jax.scipy.linalg.solve_triangular(chol, y - A @ x0, lower=True)
         logdet = 2.0 * jnp.sum(jnp.log(jnp.diag(chol)))
         return -0.5 * (jnp.sum(white**2) + logdet + y.shape[0] * _LOG_2PI)
 
-    def init_particles(key, A, y, sigma2):
+    def init_particles(key, A, y, noise):
         t0 = times[0]
         x = jax.random.normal(key, (n, dim), A.dtype)
         logp = jax.vmap(lambda z: prior.logdensity(z, t0))(x)
         score = jax.vmap(lambda z: prior.score(z, t0))(x)
-        twist = jax.vmap(lambda z, g: twist_logpdf(A, y, sigma2, z, g, t0))(x, score)
+        twist = jax.vmap(lambda z, g: twist_logpdf(A, y, noise, z, g, t0))(x, score)
         ref = -0.5 * jnp.sum(x**2, 1) - 0.5 * dim * _LOG_2PI
         return x, score, logp, twist, logp + twist - ref
 
-    def propose(key, A, y, sigma2, x, score, t_prev, t_new):
+    def propose(key, A, y, noise, x, score, t_prev, t_new):
         """Tilted Gaussian predictor for one particle: draw, log density, tilt."""
         a, s2 = transition_coefs(t_new, t_prev)
         k_sec, k_z, k_e = jax.random.split(key, 3)
@@ -349,7 +384,7 @@ def _build_run(
             x0_prev = (x + s2_prev * score) / ou_mean_coef(t_prev)
             B = beta * A
             y_eff = y - A @ x0_prev + B @ mean
-        gamma = twist_cov(A, sigma2, t_new)
+        gamma = twist_cov(A, noise, t_new)
         chol_g = jnp.linalg.cholesky(gamma)
         M = v * (B @ B.T) + gamma
         chol_m = jnp.linalg.cholesky(M)
@@ -376,7 +411,7 @@ def _build_run(
         tilt = (B, y_eff, chol_g)
         return x_new, log_g, v_min, tilt
 
-    def segment_parts(A, y, sigma2, x_prev, a, s2, t_new, tilt):
+    def segment_parts(A, y, noise, x_prev, a, s2, t_new, tilt):
         """log γ_k(x_prev, ·) and the proxy gradient MALA proposes with.
 
         The exact twist's gradient would need the score's Jacobian; MALA instead
@@ -399,7 +434,7 @@ def _build_run(
             score = prior.score(z, t_new)
             return (
                 prior.logdensity(z, t_new)
-                + twist_logpdf(A, y, sigma2, z, score, t_new)
+                + twist_logpdf(A, y, noise, z, score, t_new)
                 + quad(z)
             )
 
@@ -409,25 +444,25 @@ def _build_run(
             score = prior.score(z, t_new)
             value = (
                 prior.logdensity(z, t_new)
-                + twist_logpdf(A, y, sigma2, z, score, t_new)
+                + twist_logpdf(A, y, noise, z, score, t_new)
                 + quad(z)
             )
             return value, jnp.dot(score + proxy_grad_extra(z), dz)
 
         return logdensity_fn, quad, proxy_grad_extra
 
-    def step(carry, k, A, y, sigma2):
+    def step(carry, k, A, y, noise):
         key, x, score, logp, twist, logw, log_z, acc_sum = carry
         key, k_prop, k_res, k_mala = jax.random.split(key, 4)
         t_prev, t_new = times[k], times[k + 1]
         a, s2 = transition_coefs(t_new, t_prev)
         keys = jax.random.split(k_prop, n)
         x_new, log_g, v_min, tilt = jax.vmap(
-            lambda kk, xi, si: propose(kk, A, y, sigma2, xi, si, t_prev, t_new)
+            lambda kk, xi, si: propose(kk, A, y, noise, xi, si, t_prev, t_new)
         )(keys, x, score)
 
         def init_one(xp, xn, tl):
-            fn, _, _ = segment_parts(A, y, sigma2, xp, a, s2, t_new, tl)
+            fn, _, _ = segment_parts(A, y, noise, xp, a, s2, t_new, tl)
             return blackjax.mala.init(xn, fn)
 
         states = jax.vmap(init_one)(x, x_new, tilt)
@@ -447,7 +482,7 @@ def _build_run(
         step_size = step_scale * dim ** (-1.0 / 3.0) * v_min
 
         def move_one(key_i, xp, state, eps, tl):
-            fn, quad, extra = segment_parts(A, y, sigma2, xp, a, s2, t_new, tl)
+            fn, quad, extra = segment_parts(A, y, noise, xp, a, s2, t_new, tl)
 
             def body(i, c):
                 st, acc = c
@@ -459,7 +494,7 @@ def _build_run(
             )
             z = st.position
             score_z = st.logdensity_grad - extra(z)  # recover the score for free
-            twist_z = twist_logpdf(A, y, sigma2, z, score_z, t_new)
+            twist_z = twist_logpdf(A, y, noise, z, score_z, t_new)
             return z, score_z, st.logdensity - twist_z - quad(z), twist_z, acc
 
         z, score_new, logp_new, twist_new, acc = jax.vmap(move_one)(
@@ -477,13 +512,14 @@ def _build_run(
         return carry, info
 
     @jax.jit
-    def run(rng_key, A, y, sigma2):
+    def run(rng_key, A, y, sigma2, cov_eigvals, cov_eigvecs):
+        noise = (sigma2, A @ cov_eigvecs, cov_eigvals)
         k_init, k_loop, k_final = jax.random.split(rng_key, 3)
-        x, score, logp, twist, logw = init_particles(k_init, A, y, sigma2)
+        x, score, logp, twist, logw = init_particles(k_init, A, y, noise)
         log_z = jax.nn.logsumexp(logw) - jnp.log(n)
         carry = (k_loop, x, score, logp, twist, logw, log_z, jnp.zeros(n, x.dtype))
         carry, info = jax.lax.scan(
-            lambda c, k: step(c, k, A, y, sigma2), carry, jnp.arange(times.shape[0] - 1)
+            lambda c, k: step(c, k, A, y, noise), carry, jnp.arange(times.shape[0] - 1)
         )
         _, x, _, _, _, logw, log_z, acc_sum = carry
         idx = systematic(k_final, jax.nn.softmax(logw), n)

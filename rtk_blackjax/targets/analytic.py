@@ -30,6 +30,7 @@ __all__ = [
     "sample_mixture",
     "mixture_mean",
     "mixture_variance",
+    "mixture_covariance",
     "chessboard_mixture",
     "random_mixture",
     "chessboard",
@@ -261,6 +262,33 @@ def mixture_variance(params: GaussianMixture) -> Array:
         comp_var = jnp.einsum("cij,cj->ci", params.cov_eigvecs**2, params.cov_eigvals)
     second = params.weights @ (comp_var + params.means**2)
     return second - mixture_mean(params) ** 2
+
+
+def mixture_covariance(params: GaussianMixture) -> Array:
+    """Covariance matrix ``(d, d)`` of ``p_0``: ``Σ_c w_c (C_c + m_c m_cᵀ) - m̄ m̄ᵀ``.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> mix = mixture_from_arrays(jnp.array([[-1.0, 0.0], [1.0, 0.0]]), 0.5)
+    >>> mixture_covariance(mix).tolist()
+    [[1.5, 0.0], [0.0, 0.5]]
+    """
+    if params.cov_eigvecs is None:
+        within = params.weights @ params.cov_eigvals
+        within = jnp.diag(within)
+    else:
+        within = jnp.einsum(
+            "c,cij,cj,ckj->ik",
+            params.weights,
+            params.cov_eigvecs,
+            params.cov_eigvals,
+            params.cov_eigvecs,
+        )
+    mean = mixture_mean(params)
+    centred = params.means - mean
+    between = jnp.einsum("c,ci,cj->ij", params.weights, centred, centred)
+    return within + between
 
 
 def chessboard_mixture(dim: int = 10, variance: float = 0.007) -> GaussianMixture:

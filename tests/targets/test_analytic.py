@@ -130,3 +130,23 @@ def test_random_mixture_is_reproducible_and_valid():
 def test_bad_mixture_arrays_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         g.mixture_from_arrays(**kwargs)
+
+
+def test_mixture_covariance_matches_draws():
+    # full-covariance components: the within- and between-component parts both count
+    from rtk_blackjax.targets.analytic import (
+        mixture_covariance,
+        random_mixture,
+        sample_mixture,
+    )
+
+    mix = random_mixture(3, 4, 5)
+    draws = np.asarray(sample_mixture(jax.random.key(0), mix, 200_000), np.float64)
+    np.testing.assert_allclose(
+        np.asarray(mixture_covariance(mix)), np.cov(draws.T), atol=0.02
+    )
+    diag = random_mixture(3, 4, 5, diagonal=True)
+    draws = np.asarray(sample_mixture(jax.random.key(1), diag, 200_000), np.float64)
+    np.testing.assert_allclose(
+        np.asarray(mixture_covariance(diag)), np.cov(draws.T), atol=0.02
+    )
