@@ -4,7 +4,8 @@
   as a NumPyro distribution;
 * :func:`split_gibbs` (NumPyro models) and :func:`split_gibbs_linear_gaussian`:
   split Gibbs with RTK prior blocks;
-* :func:`smc_linear_gaussian`: twisted SMC through the reverse diffusion;
+* :func:`smc_linear_gaussian`: twisted SMC through the reverse diffusion, on a grid
+  fitted to the prior by :func:`calibrate_grid`;
 * baselines :func:`dps_linear_gaussian` (DPS) and :func:`nuts_linear_gaussian` (NUTS
   on the exact posterior);
 * :mod:`~rtk_blackjax.posterior.gmm`: the exact 25-mode mixture benchmark, and
@@ -18,7 +19,7 @@ from rtk_blackjax.posterior.base import PosteriorResult
 from rtk_blackjax.posterior.dps import dps_linear_gaussian
 from rtk_blackjax.posterior.nuts import nuts_linear_gaussian
 from rtk_blackjax.posterior.prior import DiffusionPrior
-from rtk_blackjax.posterior.smc import smc_linear_gaussian
+from rtk_blackjax.posterior.smc import calibrate_grid, smc_linear_gaussian
 from rtk_blackjax.posterior.split_gibbs import (
     relaxed_gaussian_posterior,
     split_gibbs,
@@ -32,6 +33,7 @@ __all__ = [
     "split_gibbs",
     "split_gibbs_linear_gaussian",
     "smc_linear_gaussian",
+    "calibrate_grid",
     "dps_linear_gaussian",
     "nuts_linear_gaussian",
     "relaxed_gaussian_posterior",

@@ -41,6 +41,10 @@ One step ``k-1 → k`` is an SMC-sampler step
    twist gradient would need the score's Jacobian); its Metropolis test uses that
    same drift in both directions, so it is exact for ``γ_k``.
 
+The grid matters most: the weights degenerate in the few segments where the
+prior's modes separate, so :func:`calibrate_grid` fits the grid to the prior with one
+data-free pilot run.
+
 Whatever the predictor's or the inner chain's error, the weighted particles are
 consistent for the posterior as the number of particles grows (the moves only
 improve the ESS), and the product of mean incremental weights is an unbiased estimate
@@ -74,7 +78,7 @@ from rtk_blackjax.targets.analytic import mixture_variance
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import Array, ArrayLike, PRNGKey
 
-__all__ = ["SMCInfo", "smc_linear_gaussian", "segments_for_budget"]
+__all__ = ["SMCInfo", "smc_linear_gaussian", "segments_for_budget", "calibrate_grid"]
 
 _LOG_2PI = math.log(2 * math.pi)
 TWISTS = ("flat", "tweedie")
@@ -108,6 +112,143 @@ def segments_for_budget(nfe: int, num_inner_steps: int) -> int:
             f"{num_inner_steps} inner steps needs {3 + num_inner_steps} evaluations"
         )
     return segments
+
+
+_PILOT_NOISE_FLOOR = 1e-3
+
+
+class CalibratedGrid(NamedTuple):
+    """A reverse-time grid fitted to a prior by :func:`calibrate_grid`.
+
+    times
+        The grid (horizon first, ending at 0), for ``smc_linear_gaussian(times=...)``.
+    pilot_times, pilot_ess
+        The fine pilot grid and the per-segment (incremental) relative ESS measured on
+        it: where the prior-only particle system degenerates.
+    prior_nfe
+        Prior evaluations the pilot spent in total (all pilot particles together).
+    """
+
+    times: Array
+    pilot_times: Array
+    pilot_ess: Array
+    prior_nfe: float
+
+
+def calibrate_grid(
+    rng_key: PRNGKey,
+    prior: Target,
+    dim: int,
+    num_segments: int,
+    *,
+    num_particles: int = 512,
+    pilot_segments: int = 128,
+    num_inner_steps: int = 1,
+    horizon: float = 8.0,
+    t_min: float = 0.3,
+    uniform_fraction: float = 0.2,
+) -> CalibratedGrid:
+    """Fit the SMC grid to a prior: equal weight degeneracy per segment.
+
+    With a prior whose modes are far apart, the particles' weights collapse in the
+    few segments where the modes separate (``a_t · distance ≈ s_t``), wherever that
+    is: ``t ≈ 4-5`` for the 800-d benchmark, ``t ≈ 2`` at ``d = 8``. A geometric grid
+    gives that window a handful of segments whatever the prior; one long segment
+    across it makes the Gaussian predictor of a bimodal reverse transition and the
+    weights degenerate, and every resampling there drifts the mode proportions.
+    This runs the SMC once **without data** (``A = 0``: the prior alone) with
+    ``num_particles`` particles on a fine geometric grid of ``pilot_segments``
+    segments, resampling every segment, so each segment's relative ESS measures its
+    own weight degeneracy; for log-normal weights ``-log ESS`` is the log-weight
+    variance. It then places ``num_segments - 1`` segments between ``horizon`` and
+    ``t_min`` so that each carries an equal share of ``sqrt(-log ESS)`` (a log-weight
+    standard deviation, which grows linearly with the step), mixed with a fraction
+    ``uniform_fraction`` of the plain geometric spacing, plus the last segment to 0.
+    Adaptive tempering in SMC samplers picks its steps by the same rule, online.
+
+    The pilot depends on the prior only, not on the observation, so one calibration
+    serves every problem with that prior; its cost (``prior_nfe``, in total) is a
+    one-off, like fitting a noise schedule.
+
+    Parameters
+    ----------
+    rng_key
+        JAX PRNG key.
+    prior
+        Diffusion prior with ``score`` and ``logdensity``.
+    dim
+        Dimension of ``x``.
+    num_segments
+        Segments of the returned grid (e.g. :func:`segments_for_budget`).
+    num_particles, pilot_segments, num_inner_steps
+        The pilot run's particles, fine-grid segments and MALA steps per segment.
+    horizon, t_min
+        As in :func:`smc_linear_gaussian`.
+    uniform_fraction
+        Share of the segments spread as the geometric grid does (in ``[0, 1]``), a
+        floor that keeps every part of the horizon covered.
+
+    Returns
+    -------
+    CalibratedGrid
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> import rtk_blackjax as rb
+    >>> means = jnp.array([[-20.0, 0.0], [20.0, 0.0]])
+    >>> prior = rb.targets.gaussian_mixture(means, 1.0)
+    >>> grid = calibrate_grid(jax.random.key(0), prior, 2, 12, num_particles=128)
+    >>> grid.times.shape, float(grid.times[0]), float(grid.times[-1])
+    ((13,), 8.0, 0.0)
+    """
+    dim = _positive_int("dim", dim)
+    num_segments = _positive_int("num_segments", num_segments, 2)
+    pilot_segments = _positive_int("pilot_segments", pilot_segments, 2)
+    if not (0.0 <= float(uniform_fraction) <= 1.0):
+        raise ValueError(
+            f"uniform_fraction must be in [0, 1], got {uniform_fraction!r}"
+        )
+    if prior.logdensity is None:
+        raise ValueError("prior has no logdensity: the SMC weights need log p_t")
+    pilot_times = geometric_grid(pilot_segments, horizon, t_min)
+    pilot = smc_linear_gaussian(
+        rng_key,
+        prior,
+        jnp.zeros((1, dim)),
+        jnp.zeros(1),
+        1.0,
+        num_particles=num_particles,
+        times=pilot_times,
+        num_inner_steps=num_inner_steps,
+        ess_threshold=1.0,
+        twist="flat",
+    )
+    ess = np.asarray(pilot.extras["ess"], np.float64)
+    # per-segment log-weight std on the fine segments above t_min (the last one,
+    # t_min -> 0, stays a single segment in the fitted grid too)
+    # (a floor of 1e-3 on -log ESS: what N ≈ 500 particles cannot tell from 0)
+    log_var = -np.log(np.clip(ess[:-1], 1e-300, 1.0))
+    spread = np.sqrt(np.maximum(log_var - _PILOT_NOISE_FLOOR, 0.0))
+    fine = pilot_segments - 1
+    if spread.sum() > 0:
+        share = (1 - uniform_fraction) * spread / spread.sum() + uniform_fraction / fine
+    else:
+        share = np.full(fine, 1.0 / fine)
+    cumulative = np.concatenate([[0.0], np.cumsum(share)])
+    cumulative /= cumulative[-1]
+    # boundaries at equal shares, interpolated in log t within the fine segments
+    log_fine = np.log(np.asarray(pilot_times[:-1], np.float64))
+    targets = np.linspace(0.0, 1.0, num_segments)
+    log_t = np.interp(targets, cumulative, log_fine)
+    times = np.concatenate([np.exp(log_t), [0.0]])
+    times[0], times[-2] = float(pilot_times[0]), float(pilot_times[-2])
+    return CalibratedGrid(
+        times=validate_grid(times),
+        pilot_times=pilot_times,
+        pilot_ess=jnp.asarray(ess),
+        prior_nfe=float(pilot.prior_nfe) * num_particles,
+    )
 
 
 def _check_inputs(prior, A, y, sigma):
@@ -164,7 +305,10 @@ def smc_linear_gaussian(
         grid (``1 + K (2 + num_inner_steps) <= budget``). Ignored when ``times``
         is given.
     times
-        Explicit reverse-time grid (horizon first, ending at 0).
+        Explicit reverse-time grid (horizon first, ending at 0), e.g.
+        ``calibrate_grid(...).times``: for priors with far-apart modes a grid fitted
+        to the prior beats the geometric default by a wide margin (mode-weight TV
+        0.119 -> 0.035 at ``d = 800``, ``d_y = 1`` on the 25-mode benchmark).
     num_inner_steps
         MALA steps per segment on the tilted segment target.
     step_scale

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 import rtk_blackjax as rb
+from rtk_blackjax.diffusion import geometric_grid
 from rtk_blackjax.posterior import gmm, posterior_to_arviz
-from rtk_blackjax.posterior.smc import smc_linear_gaussian
+from rtk_blackjax.posterior.smc import calibrate_grid, smc_linear_gaussian
 from rtk_blackjax.targets.analytic import mixture_target
 
 MEAN = np.array([1.0, -1.0, 0.5])
@@ -181,3 +182,70 @@ def test_bad_inputs():
             prior_nfe_budget=20,
             twist="exact",
         )
+
+
+def test_calibrated_grid_is_geometric_for_a_gaussian_prior():
+    # The predictor is exact for an isotropic Gaussian: no segment degenerates, so
+    # the fitted grid is the geometric one.
+    prior = rb.targets.gaussian(jnp.zeros(4), 2.0)
+    grid = calibrate_grid(jax.random.key(0), prior, 4, 10, num_particles=256)
+    assert float(jnp.min(grid.pilot_ess)) > 0.999
+    np.testing.assert_allclose(grid.times, geometric_grid(10, 8.0, 0.3), rtol=1e-5)
+    assert grid.prior_nfe == 256 * (1 + 128 * 3)
+
+
+def test_calibrated_grid_concentrates_where_modes_separate():
+    # Two unit modes at ±30 e_1: they separate where a_t · 30 ≈ s_t, t ≈ 3.4; the
+    # pilot's weights degenerate there and the fitted grid puts its segments there.
+    means = jnp.zeros((2, 4)).at[:, 0].set(jnp.array([-30.0, 30.0]))
+    prior = rb.targets.gaussian_mixture(means, 1.0, jnp.array([0.3, 0.7]))
+    grid = calibrate_grid(jax.random.key(1), prior, 4, 32, num_particles=512)
+    times = np.asarray(grid.times)
+    assert times[0] == 8.0 and times[-2] == pytest.approx(0.3) and times[-1] == 0.0
+    assert np.all(np.diff(times) < 0) and times.shape == (33,)
+    pilot_t = np.asarray(grid.pilot_times[1:])
+    worst = pilot_t[np.argmin(np.asarray(grid.pilot_ess))]
+    assert 2.0 < worst < 5.0, worst
+    window = np.sum((times > 2.0) & (times < 5.0))
+    geometric = np.sum(
+        (np.asarray(geometric_grid(32, 8.0, 0.3)) > 2.0)
+        & (np.asarray(geometric_grid(32, 8.0, 0.3)) < 5.0)
+    )
+    assert window >= 16 > geometric, (window, geometric)
+
+
+@pytest.mark.slow
+def test_calibrated_grid_gets_mode_weights_in_high_dimension():
+    # d = 200 of the 25-mode benchmark, d_y = 1: modes 8·sqrt(100) = 80 apart
+    # separate around t ≈ 4; on the calibrated grid the mode weights are right.
+    problem_dim = 200
+    target = mixture_target(gmm.grid_prior(problem_dim))
+    grid = calibrate_grid(jax.random.key(5), target, problem_dim, 33)
+    tvs = []
+    for seed in range(2):
+        problem = gmm.make_problem(seed, dim=problem_dim, obs_dim=1)
+        res = smc_linear_gaussian(
+            jax.random.key(seed),
+            target,
+            problem.obs_matrix,
+            problem.y,
+            problem.sigma,
+            num_particles=2000,
+            times=grid.times,
+        )
+        assert res.prior_nfe <= 100
+        tvs.append(gmm.mode_tv(problem.posterior, res.samples[:, 0]))
+    assert np.mean(tvs) < 0.06, tvs
+
+
+def test_calibrate_grid_errors():
+    prior = rb.targets.gaussian(jnp.zeros(2), 1.0)
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="uniform_fraction"):
+        calibrate_grid(key, prior, 2, 8, uniform_fraction=1.5)
+    with pytest.raises(ValueError, match="num_segments"):
+        calibrate_grid(key, prior, 2, 1)
+    with pytest.raises(ValueError, match="dim"):
+        calibrate_grid(key, prior, 0, 8)
+    with pytest.raises(ValueError, match="logdensity"):
+        calibrate_grid(key, rb.targets.score_only(prior), 2, 8)
