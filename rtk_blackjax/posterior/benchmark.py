@@ -13,7 +13,7 @@ Methods, all at the same budget of prior evaluations per returned sample:
   grid from :func:`~rtk_blackjax.posterior.smc.calibrate_grid`, fitted once per
   ``(d, nfe)`` to the prior by a data-free pilot (its total prior evaluations,
   ~2·10^5, are reported as ``calibration_prior_nfe_total``; spread over the sweep's
-  samples they are < 5 per sample);
+  samples of that dimension, 1.6-2.5 per sample; not included in ``nfe``);
 * ``split-gibbs``: :func:`rtk_blackjax.posterior.split_gibbs.split_gibbs_linear_gaussian`
   (RTK-based);
 * ``dps``: :func:`rtk_blackjax.posterior.dps.dps_linear_gaussian`, its guidance scale

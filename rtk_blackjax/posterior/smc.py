@@ -225,9 +225,9 @@ def calibrate_grid(
         twist="flat",
     )
     ess = np.asarray(pilot.extras["ess"], np.float64)
-    # per-segment log-weight std on the fine segments above t_min (the last one,
-    # t_min -> 0, stays a single segment in the fitted grid too)
-    # (a floor of 1e-3 on -log ESS: what N ≈ 500 particles cannot tell from 0)
+    # Log-weight std per fine segment above t_min (t_min -> 0 stays one segment in
+    # the fitted grid too), less a floor of 1e-3 on -log ESS: what ~500 particles
+    # cannot tell from 0, so a Gaussian prior gets the geometric grid back.
     log_var = -np.log(np.clip(ess[:-1], 1e-300, 1.0))
     spread = np.sqrt(np.maximum(log_var - _PILOT_NOISE_FLOOR, 0.0))
     fine = pilot_segments - 1
