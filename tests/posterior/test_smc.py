@@ -77,6 +77,19 @@ def test_result_fields_and_nfe():
     assert summary.shape[0] == res.samples.shape[-1]
 
 
+def _on_problem(seed, target, problem, num_particles, **kw):
+    """SMC on one benchmark problem, keyed by ``seed``."""
+    return smc_linear_gaussian(
+        jax.random.key(seed),
+        target,
+        problem.obs_matrix,
+        problem.y,
+        problem.sigma,
+        num_particles=num_particles,
+        **kw,
+    )
+
+
 @pytest.mark.slow
 def test_mixture_weights_of_a_small_gmm():
     # d = 2, a posterior spread over 5 of the 25 modes (weights 0.37 ... 0.04)
@@ -84,15 +97,7 @@ def test_mixture_weights_of_a_small_gmm():
     target = mixture_target(problem.prior)
     tvs = []
     for seed in range(3):
-        res = smc_linear_gaussian(
-            jax.random.key(seed),
-            target,
-            problem.obs_matrix,
-            problem.y,
-            problem.sigma,
-            num_particles=4000,
-            prior_nfe_budget=100,
-        )
+        res = _on_problem(seed, target, problem, 4000, prior_nfe_budget=100)
         tvs.append(gmm.mode_tv(problem.posterior, res.samples[:, 0]))
         err = float(res.extras["log_evidence"] - problem.posterior.log_evidence)
         assert abs(err) < 0.3
@@ -224,15 +229,7 @@ def test_calibrated_grid_gets_mode_weights_in_high_dimension():
     tvs = []
     for seed in range(2):
         problem = gmm.make_problem(seed, dim=problem_dim, obs_dim=1)
-        res = smc_linear_gaussian(
-            jax.random.key(seed),
-            target,
-            problem.obs_matrix,
-            problem.y,
-            problem.sigma,
-            num_particles=2000,
-            times=grid.times,
-        )
+        res = _on_problem(seed, target, problem, 2000, times=grid.times)
         assert res.prior_nfe <= 100
         tvs.append(gmm.mode_tv(problem.posterior, res.samples[:, 0]))
     assert np.mean(tvs) < 0.06, tvs
