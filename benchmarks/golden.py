@@ -232,9 +232,8 @@ def _case_devices() -> dict:
 
 
 def _case_diffusion_prior() -> dict:
-    from rtk_blackjax.posterior import DiffusionPrior
-
     import rtk_blackjax as rb
+    from rtk_blackjax.posterior import DiffusionPrior
 
     target = rb.targets.random_mog(2, 3, 4)
     prior = DiffusionPrior(target, nfe=25)
@@ -390,9 +389,8 @@ def _case_logdensity() -> dict:
 
 
 def _case_diagnostics() -> dict:
-    from rtk_blackjax.diagnostics import segment_diagnostics
-
     import rtk_blackjax as rb
+    from rtk_blackjax.diagnostics import segment_diagnostics
 
     target = rb.targets.random_mog(1, 3, 4)
     diag = segment_diagnostics(
