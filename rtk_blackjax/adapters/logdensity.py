@@ -66,6 +66,7 @@ import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from blackjax.smc.ess import ess as effective_sample_size
 
 from rtk_blackjax.diffusion import geometric_grid, ou_variance, validate_grid
 from rtk_blackjax.mcmc.rtk import DiffusionAlgorithm, check_position
@@ -469,9 +470,10 @@ def build_kernel(
             logw = jnp.where(jnp.arange(max_m) < m_k, logw, -jnp.inf)
             current_logw = _finite_or_neg_inf(state.logdensity - ref_logpdf(x0))
             all_logw = jnp.concatenate([current_logw[None], logw])
+            # One draw from the M + 1 weights (the current point included): a
+            # categorical draw, not a population resampling.
             index = jax.random.categorical(key_pick, all_logw)
-            weights = jax.nn.softmax(all_logw)
-            ess = 1.0 / jnp.sum(weights**2)
+            ess = effective_sample_size(all_logw)
             moved = index > 0
             chosen = jnp.where(moved, candidates[jnp.maximum(index - 1, 0)], x0)
             # The gradient at a new point costs one more evaluation.

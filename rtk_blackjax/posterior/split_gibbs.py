@@ -56,6 +56,8 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+from blackjax.smc.ess import ess as effective_sample_size
+from blackjax.smc.resampling import systematic
 from jax.flatten_util import ravel_pytree
 from numpyro.distributions import constraints
 from numpyro.infer.util import initialize_model
@@ -304,18 +306,6 @@ def relaxed_gaussian_posterior(
     return post_mean, 0.5 * (post_cov + post_cov.T)
 
 
-def _systematic_resample(rng_key: PRNGKey, log_weights: Array) -> Array:
-    n = log_weights.shape[0]
-    weights = jax.nn.softmax(log_weights)
-    positions = (jax.random.uniform(rng_key) + jnp.arange(n)) / n
-    return jnp.clip(jnp.searchsorted(jnp.cumsum(weights), positions), 0, n - 1)
-
-
-def _ess(log_weights: Array) -> Array:
-    w = jax.nn.softmax(log_weights)
-    return 1.0 / jnp.sum(w**2)
-
-
 def _annealed_prior_block(
     prior, rho_start, rho_final, num_segments, horizon, inner, inner_steps
 ) -> "PriorBlock":
@@ -516,10 +506,11 @@ def split_gibbs_linear_gaussian(
             loglik = log_lik_all(x, k, A, y, sigma2)
             likelihood_evals += num_chains
             log_w = log_w + loglik - prev_loglik
-            ess = float(_ess(log_w))
+            ess = float(effective_sample_size(log_w))
             do_resample = ess < ess_threshold * num_chains or k == final_k
             if do_resample:
-                idx = _systematic_resample(key_w, log_w)
+                weights = jax.nn.softmax(log_w)
+                idx = systematic(key_w, weights, num_chains)
                 x, loglik = x[idx], loglik[idx]
                 log_w = jnp.zeros(num_chains)
             ess_trace.append(ess / num_chains)
