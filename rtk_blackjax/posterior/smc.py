@@ -64,6 +64,7 @@ import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from blackjax.smc.ess import ess as effective_sample_size
 from blackjax.smc.resampling import systematic
 
 from rtk_blackjax.diffusion import (
@@ -614,9 +615,9 @@ def _build_run(prior, times, n, num_steps, step_scale, threshold, dim, twist):
         incr = states.logdensity - logp - twist - log_g
         logw_new = logw + incr
         log_z = log_z + jax.nn.logsumexp(logw_new) - jax.nn.logsumexp(logw)
-        weights = jax.nn.softmax(logw_new)
-        ess = 1.0 / jnp.sum(weights**2) / n
+        ess = effective_sample_size(logw_new) / n
         do_resample = ess < threshold
+        weights = jax.nn.softmax(logw_new)
         idx = jnp.where(do_resample, systematic(k_res, weights, n), jnp.arange(n))
         take = lambda u: u[idx]  # noqa: E731
         x_prev, states, v_min = take(x), jax.tree.map(take, states), take(v_min)
