@@ -69,6 +69,7 @@ import numpy as np
 from blackjax.smc.ess import ess as effective_sample_size
 
 from rtk_blackjax.diffusion import geometric_grid, ou_variance, validate_grid
+from rtk_blackjax.mcmc import adaptation
 from rtk_blackjax.mcmc.rtk import DiffusionAlgorithm, check_position
 from rtk_blackjax.types import Array, ArrayLike, PRNGKey
 
@@ -90,8 +91,8 @@ __all__ = [
     "sample_model",
 ]
 
-# MALA's optimal acceptance (Roberts & Rosenthal 1998) is the adaptation target.
-TARGET_ACCEPTANCE = 0.574
+# MALA's optimal acceptance is the adaptation target.
+TARGET_ACCEPTANCE = adaptation.MALA_TARGET_ACCEPTANCE
 # Log step-size learning rate of the between-segment adaptation.
 _ADAPT_RATE = 1.5
 _MAX_PER_SEGMENT = 10**6
@@ -529,7 +530,9 @@ def build_kernel(
             # Robbins–Monro on log(factor) with the segment's mean acceptance.
             step_factor = jnp.where(
                 n_k > 0,
-                step_factor * jnp.exp(_ADAPT_RATE * (acceptance - TARGET_ACCEPTANCE)),
+                adaptation.adapt_step_size(
+                    step_factor, acceptance, TARGET_ACCEPTANCE, _ADAPT_RATE
+                ),
                 step_factor,
             )
 

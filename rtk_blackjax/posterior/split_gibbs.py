@@ -65,6 +65,7 @@ from numpyro.infer.util import initialize_model
 from rtk_blackjax.diffusion import _check_count, _check_positive, geometric_grid
 from rtk_blackjax.driver import NonFiniteSamplesError
 from rtk_blackjax.mcmc import rtk as rtk_module
+from rtk_blackjax.mcmc.adaptation import MALA_TARGET_ACCEPTANCE, adapt_step_size
 from rtk_blackjax.mcmc.inner import InnerKernel, mala_inner, score_mala_inner
 from rtk_blackjax.posterior.base import PosteriorResult
 from rtk_blackjax.posterior.prior import DiffusionPrior
@@ -702,7 +703,9 @@ def to_arviz(result: PosteriorResult, var_name: str = "x") -> Any:
 
 # Target acceptance of the adapted likelihood-block kernels (MALA's optimal 0.574,
 # NUTS's usual 0.8); step sizes adapt only during annealing, never during the draws.
-_MALA_TARGET, _NUTS_TARGET = 0.574, 0.8
+_MALA_TARGET, _NUTS_TARGET = MALA_TARGET_ACCEPTANCE, 0.8
+# Learning rate of the log step sizes, once per annealing sweep.
+_ADAPT_RATE = 0.5
 
 
 class _FlatDiffusionPrior(numpyro.primitives.Messenger):
@@ -930,8 +933,20 @@ def split_gibbs(
         )
         z = jnp.where(from_prior, x, z)
         # Robbins-Monro on the log step sizes, during annealing only.
-        log_eps_z = log_eps_z + jnp.where(adapt, 0.5 * (acc_z - _MALA_TARGET), 0.0)
-        log_eps_u = log_eps_u + jnp.where(adapt, 0.5 * (acc_u - _NUTS_TARGET), 0.0)
+        log_eps_z = jnp.where(
+            adapt,
+            adapt_step_size(
+                log_eps_z, acc_z, _MALA_TARGET, _ADAPT_RATE, log_scale=True
+            ),
+            log_eps_z,
+        )
+        log_eps_u = jnp.where(
+            adapt,
+            adapt_step_size(
+                log_eps_u, acc_u, _NUTS_TARGET, _ADAPT_RATE, log_scale=True
+            ),
+            log_eps_u,
+        )
         ok = ok & jnp.all(jnp.isfinite(z)) & jnp.all(jnp.isfinite(u))
         carry = (x, z, u, log_eps_z, log_eps_u)
         return carry, (nfe, lik_evals, acc_x, acc_z, acc_u, ok)
