@@ -2,10 +2,12 @@
 
 Two questions, two tools:
 
-* *What did the run produce?* :func:`to_arviz` turns a
-  :class:`~rtk_blackjax.driver.SampleResult` into ArviZ data: a ``posterior`` group
-  ``(chain, draw, ...)`` and a ``sample_stats`` group with NFE, per-segment
-  acceptance and non-finite flags. RTK particles are independent, so "chains" are
+* *What did the run produce?* :func:`to_arviz` (the package's one ArviZ converter,
+  :mod:`rtk_blackjax.interop.arviz`, re-exported here) turns a
+  :class:`~rtk_blackjax.driver.SampleResult` (or any other result of the package)
+  into ArviZ data: a ``posterior`` group ``(chain, draw, ...)`` and a
+  ``sample_stats`` group with NFE, per-segment acceptance and non-finite flags.
+  RTK particles are independent, so "chains" are
   just a grouping of them and ``az.summary`` should find R-hat ≈ 1 and ESS ≈ the
   number of samples: anything else means the particles are not i.i.d.
 * *Did the inner chains mix?* Each RTK segment solves a sub-problem ``q_k`` with a
@@ -24,7 +26,7 @@ matplotlib directly because ArviZ's plotting API differs between the two.
 """
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -36,7 +38,8 @@ import xarray as xr
 from jax.flatten_util import ravel_pytree
 
 from rtk_blackjax.diffusion import _check_positive, validate_grid
-from rtk_blackjax.driver import SampleResult, _template
+from rtk_blackjax.driver import _template
+from rtk_blackjax.interop.arviz import to_arviz
 from rtk_blackjax.mcmc import rtk as rtk_module
 from rtk_blackjax.mcmc.inner import InnerKernel, mala_inner
 from rtk_blackjax.targets.base import Target
@@ -52,13 +55,6 @@ __all__ = [
     "format_table",
     "plot_segment_diagnostics",
 ]
-
-# arviz >= 1.0 replaced InferenceData by xarray.DataTree (and needs Python >= 3.12).
-_ARVIZ_MAJOR = int(az.__version__.split(".")[0])
-# Per-segment info fields renamed in sample_stats (others keep their names);
-# ``time`` is the same for every particle and becomes the ``t_end`` coordinate.
-_RENAMED_STATS = {"num_evaluations": "segment_nfe", "is_finite": "segment_is_finite"}
-_SKIPPED_STATS = ("time",)
 
 
 class MixingWarning(UserWarning):
@@ -76,196 +72,6 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
     return int(value)
-
-
-# --------------------------------------------------------------------------
-# ArviZ conversion
-# --------------------------------------------------------------------------
-
-
-def _inference_data(groups: dict[str, xr.Dataset]):
-    """Assemble groups into the container of the installed ArviZ.
-
-    arviz 0.x: ``az.InferenceData(posterior=..., sample_stats=...)``. arviz 1.x has
-    no ``InferenceData`` class any more: its functions take an ``xarray.DataTree``
-    whose children are the groups, which is what we build there.
-    """
-    if _ARVIZ_MAJOR < 1 and hasattr(az, "InferenceData"):
-        return az.InferenceData(**groups)
-    return xr.DataTree.from_dict(groups)  # pragma: no cover - arviz 1.x only
-
-
-def _named_leaves(samples: Any, var_name: str) -> dict[str, np.ndarray]:
-    """One array per variable: a single array is ``var_name``, pytrees by path."""
-    if isinstance(samples, (np.ndarray, jax.Array)):
-        return {var_name: np.asarray(samples)}
-    with_path, _ = jax.tree_util.tree_flatten_with_path(samples)
-    if not with_path:
-        raise ValueError("result.samples must contain at least one array, got none")
-    named = {}
-    for path, leaf in with_path:
-        name = ".".join(
-            str(getattr(p, "key", getattr(p, "idx", getattr(p, "name", p))))
-            for p in path
-        )
-        named[name or var_name] = np.asarray(leaf)
-    return named
-
-
-def _posterior_dataset(
-    variables: dict[str, np.ndarray], num_chains: int, num_draws: int
-) -> xr.Dataset:
-    data_vars = {}
-    for name, values in variables.items():
-        values = np.asarray(values)
-        shape = (num_chains, num_draws) + values.shape[1:]
-        dims = ("chain", "draw") + tuple(
-            f"{name}_dim_{i}" for i in range(values.ndim - 1)
-        )
-        data_vars[name] = (dims, values.reshape(shape))
-    coords = {"chain": np.arange(num_chains), "draw": np.arange(num_draws)}
-    return xr.Dataset(data_vars, coords=coords)
-
-
-def to_arviz(
-    result: SampleResult,
-    *,
-    num_chains: int = 1,
-    postprocess_fn: Callable | None = None,
-    var_name: str = "x",
-):
-    """Convert a sampler run to ArviZ data (``posterior`` and ``sample_stats``).
-
-    Sample ``i`` becomes draw ``i % D`` of chain ``i // D`` with
-    ``D = num_samples / num_chains``. RTK particles are independent, so the chains
-    are only a grouping: R-hat ≈ 1 and ESS ≈ ``num_samples`` are what a correct run
-    gives (a check on the driver, not on the inner kernels; for those see
-    :func:`segment_diagnostics`).
-
-    Parameters
-    ----------
-    result
-        What :func:`rtk_blackjax.sample` returned (with or without ``info``).
-    num_chains
-        Number of chains to split the samples into; must divide ``num_samples``.
-    postprocess_fn
-        Optional ``flat position -> dict of named sites`` (e.g. a NumPyro model's
-        transform back to constrained values); each site becomes one posterior
-        variable. It is ``jax.vmap``-ed over the samples.
-    var_name
-        Name of the posterior variable when ``postprocess_fn`` is ``None`` and the
-        samples are a single array (pytree samples are named by their paths).
-
-    Returns
-    -------
-    ``arviz.InferenceData`` (arviz 0.x) or ``xarray.DataTree`` (arviz 1.x) with
-
-    * ``posterior``: one variable per site, dims ``(chain, draw, <name>_dim_0, ...)``;
-    * ``sample_stats``: ``nfe`` (per draw), ``is_finite``, ``diverging`` (=
-      non-finite), ``first_nonfinite_segment`` (``num_segments`` if finite), and with
-      ``info``: every per-segment field of it with dims ``(chain, draw, segment)``
-      (for RTK ``acceptance_rate``, ``segment_nfe``, ``step_size``, ``curvature``,
-      ``segment_is_finite``); coordinates ``t_start`` / ``t_end`` along
-      ``segment``.
-
-    Examples
-    --------
-    >>> import jax, jax.numpy as jnp
-    >>> import rtk_blackjax as rb
-    >>> target = rb.targets.gaussian(jnp.zeros(2), 0.5)
-    >>> sampler = rb.ddpm(target, rb.geometric_grid(4))  # or rb.rtk(...)
-    >>> result = rb.sample(jax.random.key(0), sampler, 40, dim=2)
-    >>> idata = to_arviz(result, num_chains=4)
-    >>> dict(idata.posterior["x"].sizes)
-    {'chain': 4, 'draw': 10, 'x_dim_0': 2}
-    >>> dict(idata.sample_stats["segment_nfe"].sizes)
-    {'chain': 4, 'draw': 10, 'segment': 4}
-    """
-    if not isinstance(result, SampleResult):
-        raise TypeError(
-            "result must be the SampleResult of rtk_blackjax.sample, got "
-            f"{type(result).__name__}"
-        )
-    num_chains = _check_int("num_chains", num_chains, 1)
-    if not isinstance(var_name, str) or not var_name:
-        raise TypeError(f"var_name must be a non-empty string, got {var_name!r}")
-    leaves = jax.tree.leaves(result.samples)
-    if not leaves:
-        raise ValueError("result.samples must contain at least one array, got none")
-    num_samples = int(np.shape(leaves[0])[0])
-    if num_samples % num_chains:
-        raise ValueError(
-            f"num_chains must divide the number of samples ({num_samples}), got "
-            f"{num_chains}"
-        )
-    num_draws = num_samples // num_chains
-
-    if postprocess_fn is not None:
-        if not callable(postprocess_fn):
-            raise TypeError(
-                f"postprocess_fn must be callable flat -> dict, got {postprocess_fn!r}"
-            )
-        sites = jax.vmap(postprocess_fn)(result.samples)
-        if not isinstance(sites, dict):
-            raise TypeError(
-                "postprocess_fn must return a dict of named sites, got "
-                f"{type(sites).__name__}"
-            )
-        variables = {str(k): np.asarray(v) for k, v in sites.items()}
-    else:
-        variables = _named_leaves(result.samples, var_name)
-    posterior = _posterior_dataset(variables, num_chains, num_draws)
-
-    times = None if result.times is None else np.asarray(result.times)
-    num_segments = None if times is None else times.shape[0] - 1
-    finite = np.asarray(result.finite, bool).reshape(num_chains, num_draws)
-    stats = {
-        "nfe": (
-            ("chain", "draw"),
-            np.full((num_chains, num_draws), int(result.num_evaluations), np.int64),
-        ),
-        "is_finite": (("chain", "draw"), finite),
-        "diverging": (("chain", "draw"), ~finite),
-    }
-    if result.first_nonfinite_segment is not None:
-        first_bad = np.asarray(result.first_nonfinite_segment, np.int64)
-        stats["first_nonfinite_segment"] = (
-            ("chain", "draw"),
-            first_bad.reshape(num_chains, num_draws),
-        )
-    coords = {"chain": np.arange(num_chains), "draw": np.arange(num_draws)}
-    if result.info is not None and hasattr(result.info, "_fields"):
-        for field in result.info._fields:
-            values = getattr(result.info, field)
-            if field in _SKIPPED_STATS or np.ndim(values) != 2:
-                continue  # only (num_segments, num_samples) fields are per draw
-            name = _RENAMED_STATS.get(field, field)
-            values = np.asarray(values)  # (num_segments, num_samples)
-            per_draw = values.T.reshape(num_chains, num_draws, values.shape[0])
-            stats[name] = (("chain", "draw", "segment"), per_draw)
-            num_segments = values.shape[0]
-    if num_segments is not None:
-        coords["segment"] = np.arange(num_segments)
-        if times is not None:
-            coords["t_start"] = ("segment", times[:-1])
-            coords["t_end"] = ("segment", times[1:])
-    sample_stats = xr.Dataset(stats, coords=coords)
-    sample_stats.attrs["num_evaluations"] = int(result.num_evaluations)
-
-    bad = int((~finite).sum())
-    if bad:
-        first = ""
-        if "first_nonfinite_segment" in stats:
-            first = (
-                f"; first in segment {int(np.min(stats['first_nonfinite_segment'][1]))}"
-            )
-        warnings.warn(
-            f"{bad} of {num_samples} samples are non-finite (marked in "
-            f"sample_stats.diverging{first})",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    return _inference_data({"posterior": posterior, "sample_stats": sample_stats})
 
 
 # --------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import pytest
 
 import rtk_blackjax as rb
 from rtk_blackjax import diagnostics as dg
+from rtk_blackjax.interop import arviz as arviz_interop
 from rtk_blackjax.mcmc import rtk as rtk_module
 
 MEAN = np.array([0.5, -1.0])
@@ -137,12 +138,51 @@ def test_to_arviz_without_info_and_with_nonfinite(run):
 def test_to_arviz_builds_a_datatree_for_arviz_1(run, monkeypatch):
     # arviz 1.x (Python >= 3.12) has no InferenceData: groups go in a DataTree.
     # Only the container differs; the Datasets (and az.rhat/ess on them) do not.
-    monkeypatch.setattr(dg, "_ARVIZ_MAJOR", 1)
+    monkeypatch.setattr(arviz_interop, "_ARVIZ_MAJOR", 1)
     tree = dg.to_arviz(run, num_chains=4)
     assert set(tree.children) == {"posterior", "sample_stats"}
     posterior = tree["posterior"].to_dataset()
     assert dict(posterior["x"].sizes) == {"chain": 4, "draw": 100, "x_dim_0": DIM}
     assert float(az.rhat(posterior)["x"].max()) < 1.02
+
+
+def test_one_converter_for_every_result_type(run):
+    from rtk_blackjax.adapters.logdensity import ModelSamples
+    from rtk_blackjax.posterior import PosteriorResult, posterior_to_arviz
+    from rtk_blackjax.posterior.split_gibbs import to_arviz as split_gibbs_to_arviz
+
+    assert dg.to_arviz is posterior_to_arviz is split_gibbs_to_arviz
+    # ModelSamples: the constrained sites are the posterior, the run's statistics
+    # are the sample_stats of its SampleResult.
+    x = np.asarray(run.samples)
+    sites = {"loc": x[:, 0], "scale": np.exp(x[:, 1])}
+    model_samples = ModelSamples(sites, run, None, 0)
+    idata = dg.to_arviz(model_samples, num_chains=4)
+    assert set(idata.posterior.data_vars) == {"loc", "scale"}
+    np.testing.assert_array_equal(
+        idata.posterior["scale"].values.ravel(), sites["scale"]
+    )
+    expected = dg.to_arviz(run, num_chains=4).sample_stats
+    assert set(idata.sample_stats.data_vars) == set(expected.data_vars)
+    np.testing.assert_array_equal(
+        idata.sample_stats["acceptance_rate"].values,
+        expected["acceptance_rate"].values,
+    )
+    with pytest.raises(ValueError, match="postprocess_fn applies to a SampleResult"):
+        dg.to_arviz(model_samples, postprocess_fn=lambda v: {"v": v})
+    # PosteriorResult: chains and draws as they are.
+    res = PosteriorResult(
+        x.reshape(4, 100, DIM), 1.0, 1.0, {"prior": np.ones((4, 100))}, {}
+    )
+    idata = dg.to_arviz(res, "theta")
+    assert dict(idata.posterior["theta"].sizes) == {
+        "chain": 4,
+        "draw": 100,
+        "theta_dim_0": DIM,
+    }
+    assert dg.to_arviz(res, num_chains=4).posterior["x"].shape == (4, 100, DIM)
+    with pytest.raises(ValueError, match="num_chains must be None for a Posterior"):
+        dg.to_arviz(res, num_chains=2)
 
 
 def test_to_arviz_bad_input(run):

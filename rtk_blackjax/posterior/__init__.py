@@ -12,9 +12,11 @@
   :mod:`~rtk_blackjax.posterior.benchmark` (``python -m rtk_blackjax bench-posterior``).
 
 Every sampler returns a :class:`PosteriorResult` (chains x draws); convert it with
-:func:`posterior_to_arviz`.
+:func:`rtk_blackjax.diagnostics.to_arviz`, the package's one ArviZ converter (also
+importable here as ``to_arviz`` and, under its former name, ``posterior_to_arviz``).
 """
 
+from rtk_blackjax.interop.arviz import to_arviz
 from rtk_blackjax.posterior.base import PosteriorResult
 from rtk_blackjax.posterior.dps import dps_linear_gaussian
 from rtk_blackjax.posterior.nuts import nuts_linear_gaussian
@@ -25,7 +27,10 @@ from rtk_blackjax.posterior.split_gibbs import (
     split_gibbs,
     split_gibbs_linear_gaussian,
 )
-from rtk_blackjax.posterior.split_gibbs import to_arviz as posterior_to_arviz
+
+# The package's one ArviZ converter, under the name this subpackage has always
+# exported (rtk_blackjax.diagnostics.to_arviz is the same function).
+posterior_to_arviz = to_arviz
 
 __all__ = [
     "PosteriorResult",
@@ -37,5 +42,6 @@ __all__ = [
     "dps_linear_gaussian",
     "nuts_linear_gaussian",
     "relaxed_gaussian_posterior",
+    "to_arviz",
     "posterior_to_arviz",
 ]

@@ -48,7 +48,6 @@ a long chain at ``rho_final``.
 """
 
 from collections.abc import Callable
-from typing import Any
 
 import blackjax
 import jax
@@ -64,6 +63,7 @@ from numpyro.infer.util import initialize_model
 
 from rtk_blackjax.diffusion import _check_count, _check_positive, geometric_grid
 from rtk_blackjax.driver import NonFiniteSamplesError
+from rtk_blackjax.interop.arviz import to_arviz  # re-exported (one converter)
 from rtk_blackjax.mcmc import rtk as rtk_module
 from rtk_blackjax.mcmc.adaptation import MALA_TARGET_ACCEPTANCE, adapt_step_size
 from rtk_blackjax.mcmc.inner import InnerKernel, mala_inner, score_mala_inner
@@ -639,64 +639,6 @@ def _build_linear_gaussian_programs(block, num_chains, d_y):
         return jax.vmap(marginal_loglik, in_axes=(0, None, None, None))(x, chol, A, y)
 
     return run, log_lik_all
-
-
-# --- ArviZ ---------------------------------------------------------------------------
-
-
-def to_arviz(result: PosteriorResult, var_name: str = "x") -> Any:
-    """ArviZ data of a :class:`PosteriorResult`: posterior and per-block acceptance.
-
-    ``posterior`` holds ``var_name`` with dims ``("chain", "draw", var_name +
-    "_dim_0")`` and every array in ``result.extras["sites"]`` (other latent sites of a
-    NumPyro model, constrained); ``sample_stats`` holds ``acceptance_<block>`` for
-    each block and ``acceptance_rate`` (the prior block's, ArviZ's usual name).
-    Returns an ``arviz.InferenceData`` (ArviZ 0.x) or an ``xarray.DataTree``
-    (ArviZ 1.x); both are read by ``arviz.summary``.
-
-    Examples
-    --------
-    >>> import numpy as np, arviz as az
-    >>> res = PosteriorResult(np.zeros((2, 5, 3)) + np.arange(5)[:, None], 1.0,
-    ...                       1.0, {"prior": np.ones((2, 5))}, {})
-    >>> idata = to_arviz(res)
-    >>> az.summary(idata, kind="diagnostics").shape[0]
-    3
-    """
-    import xarray as xr
-
-    samples = np.asarray(result.samples)
-    if samples.ndim != 3:
-        raise ValueError(
-            f"result.samples must have shape (chains, draws, dim), got {samples.shape}"
-        )
-    chains, draws, dim = samples.shape
-    coords = {"chain": np.arange(chains), "draw": np.arange(draws)}
-    data = {var_name: (("chain", "draw", f"{var_name}_dim_0"), samples)}
-    for name, values in (result.extras.get("sites") or {}).items():
-        values = np.asarray(values)
-        dims = ("chain", "draw") + tuple(
-            f"{name}_dim_{i}" for i in range(values.ndim - 2)
-        )
-        data[name] = (dims, values)
-    posterior = xr.Dataset(data, coords=coords)
-    stats = {}
-    for block, values in result.acceptance.items():
-        stats[f"acceptance_{block}"] = (("chain", "draw"), np.asarray(values))
-    if "prior" in result.acceptance:
-        stats["acceptance_rate"] = (
-            ("chain", "draw"),
-            np.asarray(result.acceptance["prior"]),
-        )
-    sample_stats = xr.Dataset(stats, coords=coords)
-    import arviz as az
-
-    if hasattr(az, "InferenceData") and not hasattr(xr, "DataTree_is_arviz"):
-        try:
-            return az.InferenceData(posterior=posterior, sample_stats=sample_stats)
-        except TypeError:  # ArviZ 1.x: InferenceData is a DataTree alias
-            pass
-    return xr.DataTree.from_dict({"posterior": posterior, "sample_stats": sample_stats})
 
 
 # --- NumPyro models ------------------------------------------------------------------
