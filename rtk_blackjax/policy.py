@@ -7,15 +7,15 @@ and the inner kernel for the RTK methods (:data:`RTK_METHODS`), ``t_min`` and th
 grid for the baselines (:data:`BASELINE_METHODS`). The tables behind it were set
 from measurements (docs/benchmarks.md, "Tuning"). It is library code:
 :class:`~rtk_blackjax.posterior.DiffusionPrior`'s default sampler is
-``configure("rtk-mala", target, nfe=105)``; the benchmarks
-(:mod:`rtk_blackjax.benchmarks`) use it too.
+``configure("rtk-mala", target, nfe=105)`` (``"rtk-mala-score"`` for a target without
+a log density); the benchmarks (:mod:`rtk_blackjax.benchmarks`) use it too.
 """
 
-import math
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from rtk_blackjax._checks import check_choice, check_int, check_positive
 from rtk_blackjax.baselines import (
     ddim,
     ddpm,
@@ -23,12 +23,7 @@ from rtk_blackjax.baselines import (
     heun_pf_ode,
     predictor_corrector,
 )
-from rtk_blackjax.diffusion import (
-    GRID_KINDS,
-    geometric_grid,
-    theory_segment_length,
-    uniform_grid,
-)
+from rtk_blackjax.diffusion import GRID_KINDS, make_grid
 from rtk_blackjax.mcmc import rtk as rtk_module
 from rtk_blackjax.mcmc.inner import mala_inner, score_mala_inner, uld_inner
 from rtk_blackjax.targets import Target, score_only
@@ -146,22 +141,19 @@ def _by_budget(table, nfe: int):
     return table[-1][1]
 
 
-def _grid(kind: str, num_segments: int, t_min: float, horizon: float, target_l):
-    if kind == "uniform":
-        return uniform_grid(num_segments, horizon)
-    if kind == "geometric":
-        return geometric_grid(num_segments, horizon, t_min)
-    if kind == "theory":
-        eta = theory_segment_length(target_l)
-        return uniform_grid(max(1, math.ceil(horizon / eta)), horizon)
-    raise ValueError(f"grid must be one of {GRID_KINDS}, got {kind!r}")
-
-
 def _curvature_bound(target: Target) -> float:
     """L = sup_t ||Hess(-log p_t)|| bound for a mixture: 1 / smallest eigenvalue."""
     if target.mixture is None:
         raise ValueError("grid='theory' needs a target with a known curvature bound")
     return float(1.0 / np.min(np.asarray(target.mixture.cov_eigvals)))
+
+
+def _grid(kind: str, num_segments, t_min, horizon: float, target_l):
+    """The time grid of a configuration (``"theory"`` ignores ``num_segments``)."""
+    options = {} if t_min is None else {"t_min": t_min}
+    return make_grid(
+        kind, num_segments, horizon=horizon, smoothness=target_l, **options
+    )
 
 
 def configure(
@@ -180,19 +172,52 @@ def configure(
 
     Explicit ``segments`` / ``inner_steps`` / ``grid`` / ``t_min`` override the
     policy; the resulting NFE must still fit ``nfe`` when both are given.
+
+    Parameters
+    ----------
+    method
+        One of :data:`METHODS`: an RTK method (:data:`RTK_METHODS`: MALA on the exact
+        energy, score-only MALA, unadjusted or adjusted ULD; the score-only ones see
+        ``score_only(target)``) or a baseline (:data:`BASELINE_METHODS`).
+    target
+        The :class:`~rtk_blackjax.targets.Target` to sample.
+    nfe
+        Per-sample budget of score / energy evaluations; ``None`` needs ``segments``.
+    segments, inner_steps, grid, t_min, horizon
+        Overrides of the policy: number of segments, inner steps per segment (one
+        int, or one per segment; RTK only), grid kind (``"geometric"`` by default,
+        ``"uniform"`` or ``"theory"``), the geometric grid's ``t_min``, the horizon
+        (:data:`DEFAULT_HORIZON`).
+    step_scale
+        Step-size scale of the MALA inner kernels.
+
+    Returns
+    -------
+    BenchConfig
+        ``(algorithm, config)``; ``config["expected_nfe"]`` is the NFE per sample
+        that ``rtk_blackjax.sample`` will report.
+
+    Examples
+    --------
+    >>> from rtk_blackjax import targets
+    >>> cfg = configure("rtk-mala", targets.chessboard(dim=2), nfe=105)
+    >>> cfg.config["segments"], cfg.config["inner_steps"], cfg.config["expected_nfe"]
+    (34, 1, 103)
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    method = check_choice("method", method, METHODS)
+    if not isinstance(target, Target):
+        raise TypeError(
+            "target must be an rtk_blackjax Target (rtk_blackjax.targets.*), got "
+            f"{type(target).__name__}"
+        )
     if nfe is None and segments is None:
         raise ValueError("give an NFE budget (nfe) or the number of segments")
-    if nfe is not None and (isinstance(nfe, bool) or int(nfe) != nfe or nfe < 1):
-        raise ValueError(f"nfe must be a positive integer, got {nfe!r}")
-    if segments is not None and (int(segments) != segments or segments < 1):
-        raise ValueError(f"segments must be a positive integer, got {segments!r}")
-    grid = grid or "geometric"
-    if grid not in GRID_KINDS:
-        raise ValueError(f"grid must be one of {GRID_KINDS}, got {grid!r}")
-    horizon = DEFAULT_HORIZON if horizon is None else float(horizon)
+    if nfe is not None:
+        nfe = check_int("nfe", nfe, minimum=1)
+    if segments is not None:
+        segments = check_int("segments", segments, minimum=1)
+    grid = check_choice("grid", grid or "geometric", GRID_KINDS)
+    horizon = DEFAULT_HORIZON if horizon is None else check_positive("horizon", horizon)
     target_l = _curvature_bound(target) if grid == "theory" else None
     budget = nfe if nfe is not None else 10**9
 
@@ -237,7 +262,7 @@ def configure(
     steps_list = None if np.ndim(inner_steps) == 0 else [int(s) for s in inner_steps]
     if segments is None:
         if grid == "theory":
-            segments = len(_grid(grid, 1, 1.0, horizon, target_l)) - 1
+            segments = len(_grid(grid, None, None, horizon, target_l)) - 1
         elif steps_list is not None:
             segments = len(steps_list)
         else:

@@ -51,6 +51,25 @@ def test_configure_rejects_bad_requests(kwargs, match):
         policy.configure(target=rb.targets.chessboard(dim=2), **kwargs)
 
 
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(method="ddpm", nfe=25.5), "nfe must be an integer"),
+        (dict(method="ddpm", nfe=True), "nfe must be an integer"),
+        (
+            dict(method="rtk-mala", nfe=None, segments=2.0),
+            "segments must be an integer",
+        ),
+        (dict(method="ddpm", nfe=25, horizon="5"), "horizon"),
+        (dict(method="ddpm", nfe=25, target=lambda x, t: -x), "target"),
+    ],
+)
+def test_configure_rejects_wrong_kinds(kwargs, match):
+    kwargs = dict(target=rb.targets.chessboard(dim=2)) | kwargs
+    with pytest.raises(TypeError, match=match):
+        policy.configure(**kwargs)
+
+
 def test_cli_json_has_the_documented_fields(capsys):
     code = main(
         ["bench", "--dim", "3", "--method", "rtk-mala", "--nfe", "25"]
