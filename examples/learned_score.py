@@ -22,7 +22,7 @@ import time
 import jax
 import numpy as np
 
-from rtk_blackjax import metrics
+from rtk_blackjax import metrics, sample
 from rtk_blackjax.adapters.learned import (
     learned_target,
     load_trained,
@@ -31,7 +31,6 @@ from rtk_blackjax.adapters.learned import (
     train_score,
 )
 from rtk_blackjax.benchmarks.sampling import TARGETS, make_target
-from rtk_blackjax.driver import sample
 from rtk_blackjax.policy import configure
 from rtk_blackjax.targets import mixture_variance, sample_mixture
 

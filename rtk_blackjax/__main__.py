@@ -149,8 +149,8 @@ def _demo(args) -> int:
     import jax
     import numpy as np
 
+    from rtk_blackjax import sample
     from rtk_blackjax.benchmarks.sampling import format_table, run_bench
-    from rtk_blackjax.driver import sample
     from rtk_blackjax.policy import configure
     from rtk_blackjax.targets import chessboard, sample_mixture
 

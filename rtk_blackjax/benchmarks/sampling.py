@@ -15,8 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from rtk_blackjax import metrics
-from rtk_blackjax.driver import sample
+from rtk_blackjax import metrics, sample
 from rtk_blackjax.policy import METHODS, RTK_METHODS, BenchConfig, configure
 from rtk_blackjax.targets import (
     Target,
