@@ -72,7 +72,7 @@ def _result_entry(result) -> dict:
 
 def _case_bench() -> dict:
     from rtk_blackjax import sample, targets
-    from rtk_blackjax.bench import configure
+    from rtk_blackjax.policy import configure
 
     target = targets.chessboard(dim=10)
     out = {}

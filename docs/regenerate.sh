@@ -16,10 +16,10 @@ for spec in "10 5000" "100 5000" "1000 2000"; do
     $PY -m rtk_blackjax bench --report "$out" --plot "docs/sweep_d${d}.png" \
         --title "chessboard d=$d, $n samples" > "docs/data/sweep_d${d}.md"
 done
-# the grid search behind the NFE-budget policy (rtk_blackjax/bench.py)
+# the grid search behind the NFE-budget policy (rtk_blackjax/policy.py)
 $PY -m rtk_blackjax bench --tune --dim 100 \
     --methods ddpm,ddim,dpm-solver++,pf-ode,pc > docs/data/tune_baselines_d100.md
 $PY -c "
-from rtk_blackjax import bench
-print(bench.tune(dim=100, methods=bench.RTK_METHODS, t_mins=(1e-3, 3e-4, 1e-4), log=lambda m: None)[0])
+from rtk_blackjax.benchmarks import sampling
+print(sampling.tune(dim=100, methods=sampling.RTK_METHODS, t_mins=(1e-3, 3e-4, 1e-4), log=lambda m: None)[0])
 " > docs/data/tune_rtk_d100.md

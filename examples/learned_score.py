@@ -7,7 +7,7 @@ The target (default) is the benchmark's random 8-component Gaussian mixture
 it, is fitted by denoising score matching (:func:`train_score`, progress bar, loss
 curve saved to ``--loss-plot``), and then replaces the exact score in score-only
 RTK-MALA (quadrature energies) and RTK-ULD at the same NFE budget, configured by
-the benchmark policy (``rtk_blackjax.bench.configure``). The table compares both
+the NFE-budget policy (``rtk_blackjax.policy.configure``). The table compares both
 runs against exact reference draws; the last line is JSON.
 
     python examples/learned_score.py                # ~3-4 min on 2 CPU cores
@@ -22,7 +22,7 @@ import time
 import jax
 import numpy as np
 
-from rtk_blackjax import metrics
+from rtk_blackjax import metrics, sample
 from rtk_blackjax.adapters.learned import (
     learned_target,
     load_trained,
@@ -30,8 +30,8 @@ from rtk_blackjax.adapters.learned import (
     save_trained,
     train_score,
 )
-from rtk_blackjax.bench import TARGETS, configure, make_target
-from rtk_blackjax.driver import sample
+from rtk_blackjax.benchmarks.sampling import TARGETS, make_target
+from rtk_blackjax.policy import configure
 from rtk_blackjax.targets import mixture_variance, sample_mixture
 
 METHODS = ("rtk-mala-score", "rtk-uld")

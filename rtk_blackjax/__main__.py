@@ -5,7 +5,10 @@
            ``--sweep``: methods x NFE {25, 105, 505}, Markdown table and PNG;
            ``--overhead``: sampler time vs the bare cost of its score calls.
 ``bench-posterior``  the exact 25-mode GMM posterior benchmark (split Gibbs, SMC,
-           DPS, NUTS), see :mod:`rtk_blackjax.posterior.benchmark`.
+           DPS, NUTS), see :mod:`rtk_blackjax.benchmarks.posterior`.
+
+The benchmark code lives in :mod:`rtk_blackjax.benchmarks`; it is imported only when
+a subcommand needs it (the library itself never imports it).
 """
 
 import argparse
@@ -19,21 +22,19 @@ def _int_list(text: str):
     return values[0] if len(values) == 1 else values
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    from rtk_blackjax.bench import METHODS, TARGETS
-    from rtk_blackjax.diffusion import GRID_KINDS
-
-    parser = argparse.ArgumentParser(prog="python -m rtk_blackjax")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    demo = sub.add_parser("demo", help="RTK-MALA vs DDPM on the chessboard target")
+def _add_demo_arguments(demo: argparse.ArgumentParser) -> None:
     demo.add_argument("--dim", type=int, default=10)
     demo.add_argument("--nfe", type=int, default=105)
     demo.add_argument("--num-samples", type=int, default=5000)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default="rtk_demo.png", help="PNG path")
 
-    bench = sub.add_parser("bench", help="benchmark one method, or sweep them all")
+
+def _add_bench_arguments(bench: argparse.ArgumentParser) -> None:
+    from rtk_blackjax.benchmarks.sampling import TARGETS
+    from rtk_blackjax.diffusion import GRID_KINDS
+    from rtk_blackjax.policy import METHODS
+
     bench.add_argument("--target", choices=TARGETS, default="chessboard")
     bench.add_argument("--dim", type=int, default=10)
     bench.add_argument("--components", type=int, default=8, help="mog components")
@@ -106,14 +107,41 @@ def _build_parser() -> argparse.ArgumentParser:
         default=0,
         help="first particle index of the stream (split one run across hosts)",
     )
-    from rtk_blackjax.posterior.benchmark import add_cli as add_posterior_bench
-
-    add_posterior_bench(sub)
     scale.add_argument(
         "--no-info",
         action="store_true",
         help="do not keep per-segment info on the host (acceptance is kept)",
     )
+
+
+def _add_posterior_arguments(parser: argparse.ArgumentParser) -> None:
+    from rtk_blackjax.benchmarks.posterior import add_arguments
+
+    add_arguments(parser)
+
+
+# name: (help, function that adds the flags). The flags of a subcommand are added
+# only when it is the one asked for (or for the top-level --help, which needs none),
+# so that `demo` and `bench` do not import the posterior benchmark and nothing
+# imports rtk_blackjax.benchmarks before a subcommand needs it.
+_COMMANDS = {
+    "demo": ("RTK-MALA vs DDPM on the chessboard target", _add_demo_arguments),
+    "bench": ("benchmark one method, or sweep them all", _add_bench_arguments),
+    "bench-posterior": (
+        "exact 25-mode GMM posterior benchmark",
+        _add_posterior_arguments,
+    ),
+}
+
+
+def _build_parser(commands=None) -> argparse.ArgumentParser:
+    """The CLI parser, with the flags of the subcommands ``commands`` (all if ``None``)."""
+    parser = argparse.ArgumentParser(prog="python -m rtk_blackjax")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, add_arguments) in _COMMANDS.items():
+        subparser = sub.add_parser(name, help=help_text)
+        if commands is None or name in commands:
+            add_arguments(subparser)
     return parser
 
 
@@ -121,8 +149,9 @@ def _demo(args) -> int:
     import jax
     import numpy as np
 
-    from rtk_blackjax.bench import configure, format_table, run_bench
-    from rtk_blackjax.driver import sample
+    from rtk_blackjax import sample
+    from rtk_blackjax.benchmarks.sampling import format_table, run_bench
+    from rtk_blackjax.policy import configure
     from rtk_blackjax.targets import chessboard, sample_mixture
 
     rows = []
@@ -169,7 +198,7 @@ def _demo(args) -> int:
 
 
 def _bench(args) -> int:
-    from rtk_blackjax.bench import (
+    from rtk_blackjax.benchmarks.sampling import (
         METHODS,
         SWEEP_NFE,
         report,
@@ -188,7 +217,7 @@ def _bench(args) -> int:
         print(report(args.report, plot_path=args.plot, title=args.title or ""))
         return 0
     if args.overhead:
-        from rtk_blackjax.overhead import OVERHEAD_METHODS, overhead_table
+        from rtk_blackjax.benchmarks.overhead import OVERHEAD_METHODS, overhead_table
 
         rows = overhead_table(
             args.dim,
@@ -204,7 +233,7 @@ def _bench(args) -> int:
         if args.json:
             print(json.dumps([row._asdict() for row in rows]))
         else:
-            from rtk_blackjax.overhead import format_overhead_table
+            from rtk_blackjax.benchmarks.overhead import format_overhead_table
 
             print(format_overhead_table(rows))
         return 0
@@ -255,12 +284,14 @@ def _bench(args) -> int:
 
 
 def main(argv=None) -> int:
-    args = _build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # the subcommand is the first argument (the top level has no other options)
+    args = _build_parser(argv[:1]).parse_args(argv)
     try:
         if args.command == "demo":
             return _demo(args)
         if args.command == "bench-posterior":
-            from rtk_blackjax.posterior.benchmark import main_from_args
+            from rtk_blackjax.benchmarks.posterior import main_from_args
 
             return main_from_args(args)
         return _bench(args)

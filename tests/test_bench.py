@@ -1,4 +1,4 @@
-"""Benchmark policy and CLI: budgets respected, JSON fields present, clear errors."""
+"""NFE-budget policy and benchmark CLI: budgets respected, JSON fields present, clear errors."""
 
 import json
 
@@ -6,15 +6,16 @@ import jax
 import pytest
 
 import rtk_blackjax as rb
-from rtk_blackjax import bench
+from rtk_blackjax import policy
 from rtk_blackjax.__main__ import main
+from rtk_blackjax.benchmarks import sampling
 
 
-@pytest.mark.parametrize("method", bench.METHODS)
+@pytest.mark.parametrize("method", policy.METHODS)
 @pytest.mark.parametrize("nfe", [25, 105])
 def test_policy_fits_the_budget_and_reports_true_nfe(method, nfe):
     target = rb.targets.chessboard(dim=3)
-    cfg = bench.configure(method, target, nfe=nfe)
+    cfg = policy.configure(method, target, nfe=nfe)
     assert cfg.config["expected_nfe"] <= nfe
     result = rb.sample(jax.random.key(0), cfg.algorithm, 4, dim=3)
     assert result.num_evaluations == cfg.config["expected_nfe"]
@@ -26,10 +27,10 @@ def test_policy_fits_the_budget_and_reports_true_nfe(method, nfe):
 def test_score_only_methods_never_see_the_exact_energy():
     target = rb.targets.chessboard(dim=3)
     for method in ("rtk-mala-score", "rtk-uld"):
-        cfg = bench.configure(method, target, nfe=25)
+        cfg = policy.configure(method, target, nfe=25)
         # build a target whose log density explodes if it is ever called
         poisoned = target._replace(logdensity=lambda x, t: 1 / 0)
-        cfg = bench.configure(method, poisoned, nfe=25)
+        cfg = policy.configure(method, poisoned, nfe=25)
         rb.sample(jax.random.key(0), cfg.algorithm, 2, dim=3)
 
 
@@ -47,7 +48,26 @@ def test_score_only_methods_never_see_the_exact_energy():
 )
 def test_configure_rejects_bad_requests(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        bench.configure(target=rb.targets.chessboard(dim=2), **kwargs)
+        policy.configure(target=rb.targets.chessboard(dim=2), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(method="ddpm", nfe=25.5), "nfe must be an integer"),
+        (dict(method="ddpm", nfe=True), "nfe must be an integer"),
+        (
+            dict(method="rtk-mala", nfe=None, segments=2.0),
+            "segments must be an integer",
+        ),
+        (dict(method="ddpm", nfe=25, horizon="5"), "horizon"),
+        (dict(method="ddpm", nfe=25, target=lambda x, t: -x), "target"),
+    ],
+)
+def test_configure_rejects_wrong_kinds(kwargs, match):
+    kwargs = dict(target=rb.targets.chessboard(dim=2)) | kwargs
+    with pytest.raises(TypeError, match=match):
+        policy.configure(**kwargs)
 
 
 def test_cli_json_has_the_documented_fields(capsys):
@@ -75,7 +95,7 @@ def test_cli_reports_bad_budget_as_an_error(capsys):
 
 def test_sweep_writes_table_and_plot(tmp_path):
     png = tmp_path / "sweep.png"
-    table, rows = bench.sweep(
+    table, rows = sampling.sweep(
         dim=3,
         methods=("ddpm", "rtk-mala"),
         nfes=(25,),
@@ -90,7 +110,7 @@ def test_sweep_writes_table_and_plot(tmp_path):
 
 def test_report_rebuilds_the_table_from_saved_rows(tmp_path, capsys):
     rows = tmp_path / "rows.jsonl"
-    bench.sweep(
+    sampling.sweep(
         dim=2,
         methods=("ddim",),
         nfes=(25,),

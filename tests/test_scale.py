@@ -240,7 +240,7 @@ def test_sample_validates_scale_arguments(ddpm_2d, kwargs, error, match):
 
 
 def test_overhead_table_smoke():
-    from rtk_blackjax.overhead import format_overhead_table, overhead_table
+    from rtk_blackjax.benchmarks.overhead import format_overhead_table, overhead_table
 
     rows = overhead_table(dim=2, num_samples=8, repeats=1, methods=("ddpm",), nfe=6)
     (row,) = rows

@@ -8,8 +8,8 @@
   fitted to the prior by :func:`calibrate_grid`;
 * baselines :func:`dps_linear_gaussian` (DPS) and :func:`nuts_linear_gaussian` (NUTS
   on the exact posterior);
-* :mod:`~rtk_blackjax.posterior.gmm`: the exact 25-mode mixture benchmark, and
-  :mod:`~rtk_blackjax.posterior.benchmark` (``python -m rtk_blackjax bench-posterior``).
+* :mod:`~rtk_blackjax.posterior.gmm`: the exact 25-mode mixture problem (its runner
+  is :mod:`rtk_blackjax.benchmarks.posterior`, ``python -m rtk_blackjax bench-posterior``).
 
 Every sampler returns a :class:`PosteriorResult` (chains x draws); convert it with
 :func:`rtk_blackjax.diagnostics.to_arviz`, the package's one ArviZ converter (also

@@ -24,13 +24,14 @@ from numpyro.distributions import Distribution, constraints
 from rtk_blackjax.diffusion import _check_count
 from rtk_blackjax.driver import NonFiniteSamplesError
 from rtk_blackjax.mcmc.rtk import DiffusionAlgorithm
+from rtk_blackjax.policy import configure
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import Array, ArrayLike, PRNGKey
 
 __all__ = ["DiffusionPrior", "default_prior_sampler"]
 
-# Default sampler: the benchmark's measured RTK-MALA policy at this NFE budget
-# (rtk_blackjax.bench.configure; chessboard d = 100: var_bias ≈ 0, mode TV at floor).
+# Default sampler: the measured RTK-MALA policy at this NFE budget
+# (rtk_blackjax.policy.configure; chessboard d = 100: var_bias ≈ 0, mode TV at floor).
 DEFAULT_PRIOR_NFE = 105
 
 
@@ -39,10 +40,8 @@ def default_prior_sampler(target: Target, nfe: int = DEFAULT_PRIOR_NFE):
 
     Uses the exact energy when the target has a log density, the score-only
     (quadrature) MALA otherwise; grid and inner steps from
-    :func:`rtk_blackjax.bench.configure`.
+    :func:`rtk_blackjax.policy.configure`.
     """
-    from rtk_blackjax.bench import configure  # bench imports a lot: only on demand
-
     method = "rtk-mala" if target.logdensity is not None else "rtk-mala-score"
     return configure(method, target, nfe=nfe).algorithm
 

@@ -112,7 +112,7 @@ def test_bad_inputs():
 def test_benchmark_cli_prints_one_json_object(capsys):
     import json
 
-    from rtk_blackjax.posterior.benchmark import main
+    from rtk_blackjax.benchmarks.posterior import main
 
     code = main(
         ["--dim", "8", "--obs-dim", "1", "--method", "dps", "--nfe", "20"]

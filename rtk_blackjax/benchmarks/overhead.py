@@ -7,7 +7,8 @@ exactly that lower bound on the same batch, and reports the ratio. Where the rat
 comes from (Metropolis tests, random numbers, the secant, the driver) is discussed
 in ``docs/reliability.md``.
 
-``python -m rtk_blackjax.overhead`` prints the table.
+``python -m rtk_blackjax.benchmarks.overhead`` (or ``python -m rtk_blackjax bench
+--overhead``) prints the table.
 """
 
 import argparse
@@ -19,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rtk_blackjax.bench import configure
-from rtk_blackjax.driver import sample
+from rtk_blackjax import sample
+from rtk_blackjax.policy import configure
 from rtk_blackjax.targets import Target, random_mog
 
 __all__ = [
@@ -103,9 +104,9 @@ def overhead_table(
     repeats
         Timed runs per measurement (after one warm-up run); the median is kept.
     methods
-        Benchmark method names (see :func:`rtk_blackjax.bench.configure`).
+        Method names of :func:`rtk_blackjax.policy.configure`.
     nfe
-        Per-sample NFE budget given to :func:`~rtk_blackjax.bench.configure`; the
+        Per-sample NFE budget given to :func:`~rtk_blackjax.policy.configure`; the
         bare loop uses the NFE the sampler actually reports.
     seed
         Seed of the target and of the keys.
@@ -161,7 +162,7 @@ def format_overhead_table(rows: Sequence[OverheadRow]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> str:
-    """Print the overhead table (``python -m rtk_blackjax.overhead --help``)."""
+    """Print the overhead table (``python -m rtk_blackjax.benchmarks.overhead --help``)."""
     parser = argparse.ArgumentParser(
         description="sampler time vs the bare cost of its score evaluations"
     )

@@ -22,10 +22,10 @@ Methods, all at the same budget of prior evaluations per returned sample:
 * ``nuts``: :func:`rtk_blackjax.posterior.nuts.nuts_linear_gaussian` on the exact
   density; its NFE is whatever NUTS spends (reported, not budgeted).
 
-Command line (also ``python -m rtk_blackjax bench-posterior`` once mounted)::
+Command line (``python -m rtk_blackjax.benchmarks.posterior`` takes the same flags)::
 
-    python -m rtk_blackjax.posterior.benchmark --dim 8 --obs-dim 1 --method dps --nfe 100 --json
-    python -m rtk_blackjax.posterior.benchmark --sweep --dims 8,80 --obs-dims 1,2,4 \\
+    python -m rtk_blackjax bench-posterior --dim 8 --obs-dim 1 --method dps --nfe 100 --json
+    python -m rtk_blackjax bench-posterior --sweep --dims 8,80 --obs-dims 1,2,4 \\
         --out docs/posterior_benchmark
 """
 
@@ -37,6 +37,7 @@ import time
 import jax
 import numpy as np
 
+from rtk_blackjax._checks import check_int
 from rtk_blackjax.metrics import sliced_wasserstein
 from rtk_blackjax.posterior import dps as dps_module
 from rtk_blackjax.posterior import gmm
@@ -58,6 +59,7 @@ __all__ = [
     "plot_sweep",
     "report",
     "add_cli",
+    "add_arguments",
     "main_from_args",
     "main",
 ]
@@ -195,14 +197,6 @@ def tune_dps(dim: int, obs_dim: int, nfe: int, num_samples: int = 1000) -> float
     return _ZETA[key]
 
 
-def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return int(value)
-
-
 def run_posterior_bench(
     dim: int,
     obs_dim: int,
@@ -231,15 +225,15 @@ def run_posterior_bench(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    dim = _check_int("dim", dim, 2)
-    obs_dim = _check_int("obs_dim", obs_dim, 1)
-    nfe = _check_int("nfe", nfe, 1)
-    num_samples = _check_int("num_samples", num_samples, 2)
-    num_directions = _check_int("num_directions", num_directions, 1)
+    dim = check_int("dim", dim, minimum=2)
+    obs_dim = check_int("obs_dim", obs_dim, minimum=1)
+    nfe = check_int("nfe", nfe, minimum=1)
+    num_samples = check_int("num_samples", num_samples, minimum=2)
+    num_directions = check_int("num_directions", num_directions, minimum=1)
     seeds = (
         [int(seed)]
         if seed is not None
-        else list(range(_check_int("num_problems", num_problems, 1)))
+        else list(range(check_int("num_problems", num_problems, minimum=1)))
     )
     if method == "dps" and zeta is None:
         zeta = tune_dps(dim, obs_dim, nfe)
@@ -405,11 +399,12 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "bench-posterior", help="exact 25-mode GMM posterior benchmark"
     )
-    _add_arguments(p)
+    add_arguments(p)
     return p
 
 
-def _add_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the benchmark's flags to ``p`` (the subcommand's or a standalone parser)."""
     p.add_argument("--dim", type=int, default=8)
     p.add_argument("--obs-dim", type=int, default=1)
     p.add_argument("--method", choices=METHODS, default="smc")
@@ -481,9 +476,9 @@ def main_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv=None) -> int:
-    """``python -m rtk_blackjax.posterior.benchmark ...`` (same flags as the subcommand)."""
-    parser = argparse.ArgumentParser(prog="python -m rtk_blackjax.posterior.benchmark")
-    _add_arguments(parser)
+    """``python -m rtk_blackjax.benchmarks.posterior ...`` (same flags as the subcommand)."""
+    parser = argparse.ArgumentParser(prog="python -m rtk_blackjax.benchmarks.posterior")
+    add_arguments(parser)
     return main_from_args(parser.parse_args(argv))
 
 
