@@ -35,7 +35,14 @@ import numpy as np
 import xarray as xr
 from jax.flatten_util import ravel_pytree
 
-from rtk_blackjax.diffusion import _check_positive, validate_grid
+from rtk_blackjax._checks import (
+    check_bool,
+    check_callable,
+    check_int,
+    check_key,
+    check_positive,
+)
+from rtk_blackjax.diffusion import validate_grid
 from rtk_blackjax.driver import SampleResult, _template
 from rtk_blackjax.mcmc import rtk as rtk_module
 from rtk_blackjax.mcmc.inner import InnerKernel, mala_inner
@@ -63,19 +70,6 @@ _SKIPPED_STATS = ("time",)
 
 class MixingWarning(UserWarning):
     """An inner kernel does not mix on some segment targets (R-hat or ESS)."""
-
-
-# --------------------------------------------------------------------------
-# Argument checks
-# --------------------------------------------------------------------------
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return int(value)
 
 
 # --------------------------------------------------------------------------
@@ -186,7 +180,7 @@ def to_arviz(
             "result must be the SampleResult of rtk_blackjax.sample, got "
             f"{type(result).__name__}"
         )
-    num_chains = _check_int("num_chains", num_chains, 1)
+    num_chains = check_int("num_chains", num_chains, minimum=1)
     if not isinstance(var_name, str) or not var_name:
         raise TypeError(f"var_name must be a non-empty string, got {var_name!r}")
     leaves = jax.tree.leaves(result.samples)
@@ -201,10 +195,7 @@ def to_arviz(
     num_draws = num_samples // num_chains
 
     if postprocess_fn is not None:
-        if not callable(postprocess_fn):
-            raise TypeError(
-                f"postprocess_fn must be callable flat -> dict, got {postprocess_fn!r}"
-            )
+        check_callable("postprocess_fn", postprocess_fn, "flat -> dict")
         sites = jax.vmap(postprocess_fn)(result.samples)
         if not isinstance(sites, dict):
             raise TypeError(
@@ -449,13 +440,14 @@ def segment_diagnostics(
             "target must be an rtk_blackjax Target (rtk_blackjax.targets.*), got "
             f"{type(target).__name__}"
         )
+    rng_key = check_key("rng_key", rng_key)
     times = validate_grid(times)
     inner = mala_inner() if inner is None else inner
-    num_particles = _check_int("num_particles", num_particles, 1)
-    num_chains = _check_int("num_chains", num_chains, 2)
-    num_draws = _check_int("num_draws", num_draws, 4)
-    num_warmup = _check_int("num_warmup", num_warmup, 0)
-    dispersion = _check_positive("dispersion", dispersion)
+    num_particles = check_int("num_particles", num_particles, minimum=1)
+    num_chains = check_int("num_chains", num_chains, minimum=2)
+    num_draws = check_int("num_draws", num_draws, minimum=4)
+    num_warmup = check_int("num_warmup", num_warmup, minimum=0)
+    dispersion = check_positive("dispersion", dispersion)
     # Builds (and validates) the very sampler whose run is examined.
     algorithm = rtk_module.as_top_level_api(
         target,
@@ -614,6 +606,8 @@ def diagnostics_from_draws(
     >>> diag.rhat.shape, bool(diag.rhat.max() < 1.02)
     ((2, 1, 3), True)
     """
+    num_warmup = check_int("num_warmup", num_warmup, minimum=0)
+    num_evaluations = check_int("num_evaluations", num_evaluations, minimum=0)
     draws = np.asarray(draws)
     if draws.ndim != 5:
         raise ValueError(
@@ -670,8 +664,8 @@ def diagnostics_from_draws(
         draws=draws,
         num_chains=num_chains,
         num_draws=num_draws,
-        num_warmup=int(num_warmup),
-        num_evaluations=int(num_evaluations),
+        num_warmup=num_warmup,
+        num_evaluations=num_evaluations,
     )
 
 
@@ -741,10 +735,11 @@ def diagnose(
             "diagnostics must be what segment_diagnostics returned, got "
             f"{type(diagnostics).__name__}"
         )
-    max_rhat = _check_positive("max_rhat", max_rhat)
+    max_rhat = check_positive("max_rhat", max_rhat)
+    warn = check_bool("warn", warn)
     if min_ess is None:
         min_ess = 100.0 * diagnostics.num_chains
-    min_ess = _check_positive("min_ess", min_ess)
+    min_ess = check_positive("min_ess", min_ess)
 
     def worst(values, reduce):
         flat = values.reshape(values.shape[0], -1)
@@ -870,8 +865,8 @@ def plot_segment_diagnostics(
             "diagnostics must be what segment_diagnostics returned, got "
             f"{type(diagnostics).__name__}"
         )
-    num_bins = _check_int("num_bins", num_bins, 2)
-    max_segments = _check_int("max_segments", max_segments, 1)
+    num_bins = check_int("num_bins", num_bins, minimum=2)
+    max_segments = check_int("max_segments", max_segments, minimum=1)
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"path must name a .png file, got {str(path)!r}")
