@@ -181,8 +181,10 @@ def to_arviz(
             f"{type(result).__name__}"
         )
     num_chains = check_int("num_chains", num_chains, minimum=1)
-    if not isinstance(var_name, str) or not var_name:
+    if not isinstance(var_name, str):
         raise TypeError(f"var_name must be a non-empty string, got {var_name!r}")
+    if not var_name:
+        raise ValueError("var_name must be a non-empty string, got ''")
     leaves = jax.tree.leaves(result.samples)
     if not leaves:
         raise ValueError("result.samples must contain at least one array, got none")
@@ -812,6 +814,11 @@ def format_table(table) -> str:
      segment  max_rhat
            0     1.001
     """
+    if not hasattr(table, "to_string"):
+        raise TypeError(
+            "table must be the pandas DataFrame that diagnose returned, got "
+            f"{type(table).__name__}"
+        )
     return table.to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 

@@ -54,6 +54,7 @@ import numpy as np
 import optax
 
 from rtk_blackjax._checks import (
+    check_bool,
     check_callable,
     check_int,
     check_key,
@@ -186,6 +187,7 @@ def make_score_network(
     >>> net(jnp.zeros(2), 0.5).shape
     (2,)
     """
+    rng_key = check_key("rng_key", rng_key)
     x = _check_samples(samples)
     check_int("hidden", hidden, minimum=1)
     check_int("depth", depth, minimum=1)
@@ -348,6 +350,7 @@ def train_score(
     check_nonnegative("weight_decay", weight_decay)
     if check_number("ema", ema, minimum=0.0) >= 1.0:
         raise ValueError(f"ema must be a number in [0, 1), got {ema!r}")
+    progress_bar = check_bool("progress_bar", progress_bar)
     config = dict(
         num_samples=int(x.shape[0]),
         dim=int(x.shape[1]),
@@ -491,6 +494,9 @@ def plot_loss(trained: TrainedScore, path: str | os.PathLike, *, window: int = 1
 
     Returns the path. Uses matplotlib's non-interactive ``Agg`` backend.
     """
+    if not isinstance(trained, TrainedScore):
+        raise TypeError(f"trained must be a TrainedScore, got {type(trained)!r}")
+    window = check_int("window", window, minimum=1)
     import matplotlib
 
     matplotlib.use("Agg")

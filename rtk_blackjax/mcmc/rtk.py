@@ -145,6 +145,8 @@ def target_logdensity_with_score(target: Target) -> Callable:
     density in ``jax.custom_jvp`` makes that gradient the target's closed-form (or
     learned) score, and lets one evaluation produce both (counted as one NFE).
     """
+    if not isinstance(target, Target):
+        raise TypeError(f"target must be an rtk_blackjax Target, got {target!r}")
     if target.logdensity is None:
         raise ValueError(
             "target has no logdensity (score-only model); a Metropolis inner kernel "

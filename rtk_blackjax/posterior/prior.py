@@ -41,6 +41,9 @@ def default_prior_sampler(target: Target, nfe: int = DEFAULT_PRIOR_NFE):
     (quadrature) MALA otherwise; grid and inner steps from
     :func:`rtk_blackjax.bench.configure`.
     """
+    if not isinstance(target, Target):
+        raise TypeError(f"target must be an rtk_blackjax Target, got {target!r}")
+    nfe = check_int("nfe", nfe, minimum=1)
     from rtk_blackjax.bench import configure  # bench imports a lot: only on demand
 
     method = "rtk-mala" if target.logdensity is not None else "rtk-mala-score"

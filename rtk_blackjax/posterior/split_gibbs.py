@@ -61,6 +61,7 @@ from numpyro.distributions import constraints
 from numpyro.infer.util import initialize_model
 
 from rtk_blackjax._checks import (
+    check_bool,
     check_callable,
     check_fraction,
     check_int,
@@ -483,6 +484,7 @@ def split_gibbs_linear_gaussian(
     budget = check_positive("prior_nfe_budget", prior_nfe_budget)
     rho_start = check_positive("rho_start", rho_start)
     check_fraction("ess_threshold", ess_threshold, allow_zero=False)
+    reweight = check_bool("reweight", reweight)
     d_y, dim = A.shape
     block, run, log_lik_all = _linear_gaussian_programs(
         prior,
@@ -669,6 +671,14 @@ def to_arviz(result: PosteriorResult, var_name: str = "x") -> Any:
     """
     import xarray as xr
 
+    if not isinstance(result, PosteriorResult):
+        raise TypeError(
+            f"result must be a PosteriorResult, got {type(result).__name__}"
+        )
+    if not isinstance(var_name, str):
+        raise TypeError(f"var_name must be a non-empty string, got {var_name!r}")
+    if not var_name:
+        raise ValueError("var_name must be a non-empty string, got ''")
     samples = np.asarray(result.samples)
     if samples.ndim != 3:
         raise ValueError(

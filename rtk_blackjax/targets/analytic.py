@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rtk_blackjax._checks import check_bool, check_int
+from rtk_blackjax._checks import check_bool, check_int, check_key, check_positive
 from rtk_blackjax.diffusion import _real_array, ou_mean_coef, ou_variance
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import Array, ArrayLike, PRNGKey
@@ -231,13 +231,20 @@ def gaussian(mean: ArrayLike, covariance: ArrayLike) -> Target:
         )
     if cov.ndim in (1, 2):
         cov = cov[None]
-    return gaussian_mixture(mean[None], cov, None)
+    try:
+        return gaussian_mixture(mean[None], cov, None)
+    except ValueError as err:  # its message names the mixture's arguments
+        raise ValueError(
+            f"mean and covariance must give a valid Gaussian: {err}"
+        ) from err
 
 
 def sample_mixture(
     rng_key: PRNGKey, params: GaussianMixture, num_samples: int, t: float = 0.0
 ) -> Array:
     """Exact draws from ``p_t`` (``t = 0``: the mixture itself), shape ``(n, d)``."""
+    rng_key = check_key("rng_key", rng_key)
+    num_samples = check_int("num_samples", num_samples, minimum=0)
     key_comp, key_noise = jax.random.split(rng_key)
     comps = jax.random.choice(
         key_comp, params.num_components, (num_samples,), p=params.weights
@@ -301,6 +308,7 @@ def chessboard_mixture(dim: int = 10, variance: float = 0.007) -> GaussianMixtur
     covariance ``variance * I``.
     """
     dim = check_int("dim", dim, minimum=2)  # the board lives in the first two
+    check_positive("variance", variance)
     centres = (np.arange(4) - 1.5) * 0.25
     cells = [(centres[i], centres[j]) for i in range(4) for j in range(4)]
     black = [cells[4 * i + j] for i in range(4) for j in range(4) if (i + j) % 2 == 0]
