@@ -578,7 +578,7 @@ def prior_predictive_samples(
     from numpyro.infer import Predictive
 
     rng_key = check_key("rng_key", rng_key)
-    check_callable("model", model, "(a NumPyro model)")
+    check_callable("model", model, what="a NumPyro model (a callable)")
     num_samples = check_int("num_samples", num_samples, minimum=1)
     draws = Predictive(model, num_samples=num_samples)(
         rng_key, *model_args, **(model_kwargs or {})

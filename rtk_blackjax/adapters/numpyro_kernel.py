@@ -135,11 +135,15 @@ class RTKKernel(MCMCKernel):
         reference: GaussianReference | None = None,
         init_strategy: Callable | None = None,
     ):
-        check_callable("model", model, "(a NumPyro model)")
+        check_callable("model", model, what="a NumPyro model (a callable)")
         num_pilot_rounds = check_int("num_pilot_rounds", num_pilot_rounds, minimum=0)
         pilot_particles = check_int("pilot_particles", pilot_particles, minimum=2)
         if init_strategy is not None:
-            check_callable("init_strategy", init_strategy, "(a NumPyro init strategy)")
+            check_callable(
+                "init_strategy",
+                init_strategy,
+                what="a NumPyro init strategy (a callable)",
+            )
         if reference is not None and not isinstance(reference, GaussianReference):
             raise TypeError(
                 f"reference must be a GaussianReference, got {type(reference).__name__}"

@@ -158,10 +158,12 @@ def model_density(
     """
     from numpyro.infer.util import initialize_model
 
-    check_callable("model", model, "(a NumPyro model)")
+    check_callable("model", model, what="a NumPyro model (a callable)")
     rng_key = jax.random.key(0) if rng_key is None else check_key("rng_key", rng_key)
     if init_strategy is not None:
-        check_callable("init_strategy", init_strategy, "(a NumPyro init strategy)")
+        check_callable(
+            "init_strategy", init_strategy, what="a NumPyro init strategy (a callable)"
+        )
     _check_latent_sites(model, model_args, model_kwargs)
     kwargs = {} if init_strategy is None else {"init_strategy": init_strategy}
     try:

@@ -860,7 +860,7 @@ def split_gibbs(
     ((4, 3, 2), True)
     """
     rng_key = check_key("rng_key", rng_key)
-    check_callable("model", model, "(a NumPyro model)")
+    check_callable("model", model, what="a NumPyro model (a callable)")
     num_chains = check_int("num_chains", num_chains, minimum=1)
     num_draws = check_int("num_draws", num_draws, minimum=1)
     likelihood_steps = check_int("likelihood_steps", likelihood_steps, minimum=1)
