@@ -196,23 +196,25 @@ def inner_kernel(
     )
 
 
-# A segment geometry with concrete values (d = 2, t = 0.5, a 0.1-long segment, unit
-# variance) on which inner_kernel evaluates a parameter rule once, so that a rule that
-# gives a non-positive step size fails at construction rather than silently inside
-# the traced sampler, where values are unknown.
-_TRIAL_GEOMETRY = SegmentGeometry(
-    time=jnp.asarray(0.5),
-    mean_coef=jnp.exp(jnp.asarray(-0.1)),
-    noise_var=-jnp.expm1(jnp.asarray(-0.2)),
-    conditioning=jnp.zeros(2),
-    gaussian_mean=jnp.zeros(2),
-    gaussian_variance=jnp.asarray(1.0),
-    dim=2,
-)
+def _trial_geometry() -> SegmentGeometry:
+    """A segment geometry with concrete values (d = 2, t = 0.5, a 0.1-long segment,
+    unit variance) on which :func:`inner_kernel` evaluates a parameter rule once, so
+    that a rule giving a non-positive step size fails at construction rather than
+    silently inside the traced sampler, where values are unknown. Built on demand:
+    nothing touches a JAX device at import."""
+    return SegmentGeometry(
+        time=jnp.asarray(0.5),
+        mean_coef=jnp.exp(jnp.asarray(-0.1)),
+        noise_var=-jnp.expm1(jnp.asarray(-0.2)),
+        conditioning=jnp.zeros(2),
+        gaussian_mean=jnp.zeros(2),
+        gaussian_variance=jnp.asarray(1.0),
+        dim=2,
+    )
 
 
 def _check_trial_parameters(parameters: Callable) -> None:
-    """Evaluate ``parameters`` on :data:`_TRIAL_GEOMETRY` and refuse a step size
+    """Evaluate ``parameters`` on :func:`_trial_geometry` and refuse a step size
     that is not positive and finite, or a number of integration steps below 1.
 
     Only what can be judged is judged: a rule that cannot be evaluated on the trial
@@ -221,7 +223,7 @@ def _check_trial_parameters(parameters: Callable) -> None:
     geometry is therefore only caught where the trial geometry shows it.
     """
     try:
-        params = parameters(_TRIAL_GEOMETRY)
+        params = parameters(_trial_geometry())
     except Exception:  # noqa: BLE001 - the rule may need the real geometry
         return
     if not isinstance(params, dict):
