@@ -169,11 +169,14 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     return value
 
 
-def check_callable(name: str, value: Any, signature: str = "") -> Callable:
-    """``value`` if it is callable; ``signature`` says what it is called with."""
+def check_callable(
+    name: str, value: Any, signature: str = "", *, what: str | None = None
+) -> Callable:
+    """``value`` if it is callable; ``signature`` says what it is called with, or
+    ``what`` says what it is (``"a NumPyro model (a callable)"``)."""
     if not callable(value):
-        what = f" {signature}" if signature else ""
-        raise TypeError(f"{name} must be a callable{what}, got {value!r}")
+        expected = what or ("callable" + (f" {signature}" if signature else ""))
+        raise TypeError(f"{name} must be {expected}, got {value!r}")
     return value
 
 

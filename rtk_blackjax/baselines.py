@@ -41,8 +41,8 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from rtk_blackjax._checks import check_bool, check_choice, check_int, check_positive
 from rtk_blackjax.diffusion import ou_mean_coef, ou_variance, validate_grid
 from rtk_blackjax.mcmc.rtk import DiffusionAlgorithm, _all_finite, check_position
 from rtk_blackjax.targets.base import Target
@@ -185,8 +185,7 @@ def ddpm(target: Target, times, final_denoise: bool = True) -> DiffusionAlgorith
     >>> rb.sample(jax.random.key(0), sampler, 10, dim=2).samples.shape
     (10, 2)
     """
-    if not isinstance(final_denoise, (bool, np.bool_)):
-        raise TypeError(f"final_denoise must be True or False, got {final_denoise!r}")
+    final_denoise = check_bool("final_denoise", final_denoise)
     return _build(target, times, _ddpm_update(bool(final_denoise)))
 
 
@@ -531,23 +530,9 @@ def predictor_corrector(
     """
     _check_target(target)
     times = validate_grid(times)
-    if (
-        isinstance(corrector_steps, bool)
-        or not isinstance(corrector_steps, (int, np.integer))
-        or corrector_steps < 0
-    ):
-        raise ValueError(
-            f"corrector_steps must be a non-negative integer, got {corrector_steps!r}"
-        )
-    corrector_steps = int(corrector_steps)
-    try:
-        snr = float(snr)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"snr must be a positive number, got {snr!r}") from err
-    if not (np.isfinite(snr) and snr > 0.0):
-        raise ValueError(f"snr must be a positive finite number, got {snr!r}")
-    if not isinstance(step_rule, str) or step_rule not in ("noise", "snr"):
-        raise ValueError(f"step_rule must be 'noise' or 'snr', got {step_rule!r}")
+    corrector_steps = check_int("corrector_steps", corrector_steps, minimum=0)
+    snr = check_positive("snr", snr)
+    step_rule = check_choice("step_rule", step_rule, ("noise", "snr"))
     predictor = _ddpm_update(final_denoise=True)
 
     def init_fn(position: ArrayLikeTree, rng_key: PRNGKey | None = None):

@@ -37,7 +37,13 @@ import numpy as np
 import xarray as xr
 from jax.flatten_util import ravel_pytree
 
-from rtk_blackjax.diffusion import _check_positive, validate_grid
+from rtk_blackjax._checks import (
+    check_bool,
+    check_int,
+    check_key,
+    check_positive,
+)
+from rtk_blackjax.diffusion import validate_grid
 from rtk_blackjax.driver import _template
 from rtk_blackjax.interop.arviz import to_arviz
 from rtk_blackjax.mcmc import rtk as rtk_module
@@ -59,19 +65,6 @@ __all__ = [
 
 class MixingWarning(UserWarning):
     """An inner kernel does not mix on some segment targets (R-hat or ESS)."""
-
-
-# --------------------------------------------------------------------------
-# Argument checks
-# --------------------------------------------------------------------------
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return int(value)
 
 
 # --------------------------------------------------------------------------
@@ -255,13 +248,14 @@ def segment_diagnostics(
             "target must be an rtk_blackjax Target (rtk_blackjax.targets.*), got "
             f"{type(target).__name__}"
         )
+    rng_key = check_key("rng_key", rng_key)
     times = validate_grid(times)
     inner = mala_inner() if inner is None else inner
-    num_particles = _check_int("num_particles", num_particles, 1)
-    num_chains = _check_int("num_chains", num_chains, 2)
-    num_draws = _check_int("num_draws", num_draws, 4)
-    num_warmup = _check_int("num_warmup", num_warmup, 0)
-    dispersion = _check_positive("dispersion", dispersion)
+    num_particles = check_int("num_particles", num_particles, minimum=1)
+    num_chains = check_int("num_chains", num_chains, minimum=2)
+    num_draws = check_int("num_draws", num_draws, minimum=4)
+    num_warmup = check_int("num_warmup", num_warmup, minimum=0)
+    dispersion = check_positive("dispersion", dispersion)
     # Builds (and validates) the very sampler whose run is examined.
     algorithm = rtk_module.as_top_level_api(
         target,
@@ -420,6 +414,8 @@ def diagnostics_from_draws(
     >>> diag.rhat.shape, bool(diag.rhat.max() < 1.02)
     ((2, 1, 3), True)
     """
+    num_warmup = check_int("num_warmup", num_warmup, minimum=0)
+    num_evaluations = check_int("num_evaluations", num_evaluations, minimum=0)
     draws = np.asarray(draws)
     if draws.ndim != 5:
         raise ValueError(
@@ -476,8 +472,8 @@ def diagnostics_from_draws(
         draws=draws,
         num_chains=num_chains,
         num_draws=num_draws,
-        num_warmup=int(num_warmup),
-        num_evaluations=int(num_evaluations),
+        num_warmup=num_warmup,
+        num_evaluations=num_evaluations,
     )
 
 
@@ -547,10 +543,11 @@ def diagnose(
             "diagnostics must be what segment_diagnostics returned, got "
             f"{type(diagnostics).__name__}"
         )
-    max_rhat = _check_positive("max_rhat", max_rhat)
+    max_rhat = check_positive("max_rhat", max_rhat)
+    warn = check_bool("warn", warn)
     if min_ess is None:
         min_ess = 100.0 * diagnostics.num_chains
-    min_ess = _check_positive("min_ess", min_ess)
+    min_ess = check_positive("min_ess", min_ess)
 
     def worst(values, reduce):
         flat = values.reshape(values.shape[0], -1)
@@ -623,6 +620,11 @@ def format_table(table) -> str:
      segment  max_rhat
            0     1.001
     """
+    if not hasattr(table, "to_string"):
+        raise TypeError(
+            "table must be the pandas DataFrame that diagnose returned, got "
+            f"{type(table).__name__}"
+        )
     return table.to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 
@@ -676,8 +678,8 @@ def plot_segment_diagnostics(
             "diagnostics must be what segment_diagnostics returned, got "
             f"{type(diagnostics).__name__}"
         )
-    num_bins = _check_int("num_bins", num_bins, 2)
-    max_segments = _check_int("max_segments", max_segments, 1)
+    num_bins = check_int("num_bins", num_bins, minimum=2)
+    max_segments = check_int("max_segments", max_segments, minimum=1)
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"path must name a .png file, got {str(path)!r}")

@@ -12,6 +12,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
+from rtk_blackjax._checks import check_int, check_positive
 from rtk_blackjax.types import Array, ArrayLike
 
 __all__ = [
@@ -78,32 +79,6 @@ def _real_array(value, name: str) -> np.ndarray:
     return arr.astype(np.float64)
 
 
-def _check_positive(name: str, value: float, maximum: float | None = None) -> float:
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a positive number, got {value!r}")
-    try:
-        value = float(value)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{name} must be a positive number, got {value!r}") from err
-    if not math.isfinite(value) or value <= 0.0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be at most {maximum:g}, got {value!r}")
-    return value
-
-
-def _check_count(
-    name: str, value: int, minimum: int = 1, maximum: int | None = None
-) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be at most {maximum}, got {value}")
-    return int(value)
-
-
 def validate_grid(times: ArrayLike) -> Array:
     """Check that ``times`` is a valid reverse-time grid and return it as an array.
 
@@ -158,8 +133,10 @@ def uniform_grid(num_segments: int, horizon: float = 5.0) -> Array:
     >>> uniform_grid(4, horizon=2.0).tolist()
     [2.0, 1.5, 1.0, 0.5, 0.0]
     """
-    num_segments = _check_count("num_segments", num_segments, maximum=MAX_SEGMENTS)
-    horizon = _check_positive("horizon", horizon, MAX_HORIZON)
+    num_segments = check_int(
+        "num_segments", num_segments, minimum=1, maximum=MAX_SEGMENTS
+    )
+    horizon = check_positive("horizon", horizon, maximum=MAX_HORIZON)
     return _grid_from(
         np.linspace(horizon, 0.0, num_segments + 1), num_segments, horizon
     )
@@ -181,9 +158,11 @@ def geometric_grid(
     >>> [round(t, 3) for t in geometric_grid(3, horizon=1.0, t_min=0.01).tolist()]
     [1.0, 0.1, 0.01, 0.0]
     """
-    num_segments = _check_count("num_segments", num_segments, maximum=MAX_SEGMENTS)
-    horizon = _check_positive("horizon", horizon, MAX_HORIZON)
-    t_min = _check_positive("t_min", t_min, MAX_HORIZON)
+    num_segments = check_int(
+        "num_segments", num_segments, minimum=1, maximum=MAX_SEGMENTS
+    )
+    horizon = check_positive("horizon", horizon, maximum=MAX_HORIZON)
+    t_min = check_positive("t_min", t_min, maximum=MAX_HORIZON)
     if num_segments == 1:
         return validate_grid([horizon, 0.0])
     if t_min >= horizon:
@@ -212,7 +191,7 @@ def theory_segment_length(smoothness: float) -> float:
     With it every segment target ``q_k`` is ``L``-strongly log-concave and
     ``3L``-smooth when ``L`` bounds the curvature of ``-log p_t`` for all ``t``.
     """
-    smoothness = _check_positive("smoothness", smoothness)
+    smoothness = check_positive("smoothness", smoothness)
     return 0.5 * math.log1p(1.0 / (2.0 * smoothness))
 
 
@@ -229,7 +208,7 @@ def theory_grid(smoothness: float, horizon: float = 5.0) -> Array:
     5
     """
     eta = theory_segment_length(smoothness)
-    horizon = _check_positive("horizon", horizon, MAX_HORIZON)
+    horizon = check_positive("horizon", horizon, maximum=MAX_HORIZON)
     num_segments = max(1, math.ceil(horizon / eta - 1e-12))
     if num_segments > MAX_SEGMENTS:
         raise ValueError(

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from rtk_blackjax._checks import check_int, check_key, check_number, check_positive
 from rtk_blackjax.types import Array, ArrayLike, PRNGKey
 
 __all__ = [
@@ -87,7 +88,7 @@ def _as_samples(a: ArrayLike, name: str, *, min_samples: int = 2) -> Array:
     if np.issubdtype(arr.dtype, np.complexfloating) or not (
         np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
     ):
-        raise ValueError(f"{name} must be real-valued, got dtype {arr.dtype}")
+        raise TypeError(f"{name} must be real-valued, got dtype {arr.dtype}")
     if not np.issubdtype(arr.dtype, np.floating):
         arr = arr.astype(_default_float())
     if is_device:
@@ -115,14 +116,6 @@ def _check_same_dim(x: Array, y: Array, x_name: str, y_name: str) -> None:
         )
 
 
-def _check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _host_array(value: Any, name: str) -> np.ndarray:
     """``np.asarray(value)`` with an error naming ``name`` (ragged lists, objects)."""
     try:
@@ -132,20 +125,8 @@ def _host_array(value: Any, name: str) -> np.ndarray:
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or (
         np.issubdtype(arr.dtype, np.complexfloating)
     ):
-        raise ValueError(f"{name} must be real-valued, got dtype {arr.dtype}")
+        raise TypeError(f"{name} must be real-valued, got dtype {arr.dtype}")
     return arr
-
-
-def _check_key(rng_key: Any, name: str = "rng_key") -> None:
-    if rng_key is None:
-        raise ValueError(f"{name} must be a JAX PRNG key, got None")
-    dtype = getattr(rng_key, "dtype", None)
-    is_typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-    is_raw = dtype == np.uint32 and getattr(rng_key, "ndim", 0) == 1
-    if not (is_typed or is_raw):
-        raise ValueError(
-            f"{name} must be a JAX PRNG key (jax.random.key(seed)), got {rng_key!r}"
-        )
 
 
 def _default_float() -> Any:
@@ -245,7 +226,7 @@ def marginal_accuracy(
     x = _as_samples(x, "x")
     y = _as_samples(y, "y")
     _check_same_dim(x, y, "x", "y")
-    bins = _check_positive_int(bins, "bins")
+    bins = check_int("bins", bins, minimum=1)
     try:
         lo, hi = (float(v) for v in range_)
     except (TypeError, ValueError):
@@ -587,14 +568,9 @@ def sliced_wasserstein(
     x = _as_samples(x, "x")
     y = _as_samples(y, "y")
     _check_same_dim(x, y, "x", "y")
-    _check_key(rng_key)
-    num_directions = _check_positive_int(num_directions, "num_directions")
-    try:
-        p = float(p)
-    except (TypeError, ValueError):
-        raise ValueError(f"p must be a number >= 1, got {p!r}") from None
-    if not (math.isfinite(p) and p >= 1.0):
-        raise ValueError(f"p must be a finite number >= 1, got {p!r}")
+    rng_key = check_key("rng_key", rng_key)
+    num_directions = check_int("num_directions", num_directions, minimum=1)
+    p = check_number("p", p, minimum=1.0)
 
     dtype = jnp.promote_types(x.dtype, y.dtype)
     x = x.astype(dtype)
@@ -752,21 +728,12 @@ def mmd_rbf(
     x = _as_samples(x, "x")
     y = _as_samples(y, "y")
     _check_same_dim(x, y, "x", "y")
-    max_points = _check_positive_int(max_points, "max_points", minimum=2)
+    max_points = check_int("max_points", max_points, minimum=2)
     if bandwidth is not None:
-        try:
-            bandwidth = float(bandwidth)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"bandwidth must be a positive number or None, got {bandwidth!r}"
-            ) from None
-        if not (math.isfinite(bandwidth) and bandwidth > 0):
-            raise ValueError(
-                f"bandwidth must be a finite positive number or None, got {bandwidth!r}"
-            )
+        bandwidth = check_positive("bandwidth", bandwidth)
     if rng_key is None:
         rng_key = jax.random.key(0)
-    _check_key(rng_key)
+    rng_key = check_key("rng_key", rng_key)
 
     dtype = jnp.promote_types(x.dtype, y.dtype)
     value = _mmd_rbf(
@@ -845,7 +812,7 @@ def evaluate(
     if (means is None) != (weights is None):
         missing = "weights" if weights is None else "means"
         raise ValueError(f"means and weights must be given together; {missing} is None")
-    _check_key(rng_key)
+    rng_key = check_key("rng_key", rng_key)
     x_arr = _as_samples(x, "x")
     ref_arr = _as_samples(reference, "reference")
     _check_same_dim(x_arr, ref_arr, "x", "reference")
@@ -911,6 +878,10 @@ def noise_floors(
     >>> bool(floors["marginal_accuracy"] > 0.8)
     True
     """
+    # Checked here too, so that errors name this function's arguments.
+    reference_a = _as_samples(reference_a, "reference_a")
+    reference_b = _as_samples(reference_b, "reference_b")
+    _check_same_dim(reference_a, reference_b, "reference_a", "reference_b")
     return evaluate(
         reference_a,
         reference_b,

@@ -355,7 +355,6 @@ _KEY = jax.random.key(0)
         (lambda: var_bias(_GOOD[:1], np.ones(3)), r"x must contain at least 2"),
         (lambda: sliced_wasserstein(_GOOD, _GOOD, _KEY, p=0.5), r"\bp\b"),
         (lambda: sliced_wasserstein(_GOOD, _GOOD, _KEY, num_directions=0), "num_dir"),
-        (lambda: sliced_wasserstein(_GOOD, _GOOD, None), r"rng_key"),
         (lambda: mmd_rbf(_GOOD, _GOOD, bandwidth=0.0), r"bandwidth"),
         (lambda: mmd_rbf(_GOOD, _GOOD, max_points=1), r"max_points"),
         (lambda: evaluate(_GOOD, _GOOD, means=_GOOD[:2], rng_key=_KEY), r"weights"),
@@ -365,6 +364,12 @@ _KEY = jax.random.key(0)
 def test_bad_input_raises(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_missing_key_is_a_type_error():
+    # None is the wrong kind of value for a key: TypeError (rtk_blackjax._checks).
+    with pytest.raises(TypeError, match=r"rng_key"):
+        sliced_wasserstein(_GOOD, _GOOD, None)
 
 
 def test_non_finite_rows_are_counted():

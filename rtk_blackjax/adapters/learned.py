@@ -53,6 +53,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rtk_blackjax._checks import (
+    check_bool,
+    check_callable,
+    check_int,
+    check_key,
+    check_nonnegative,
+    check_number,
+    check_positive,
+)
 from rtk_blackjax.targets.base import Target, from_score
 from rtk_blackjax.types import Array, ArrayLike, PRNGKey
 
@@ -178,11 +187,12 @@ def make_score_network(
     >>> net(jnp.zeros(2), 0.5).shape
     (2,)
     """
+    rng_key = check_key("rng_key", rng_key)
     x = _check_samples(samples)
-    _check_int("hidden", hidden, 1)
-    _check_int("depth", depth, 1)
-    _check_int("num_frequencies", num_frequencies, 1)
-    _check_positive("t_min", t_min)
+    check_int("hidden", hidden, minimum=1)
+    check_int("depth", depth, minimum=1)
+    check_int("num_frequencies", num_frequencies, minimum=1)
+    check_positive("t_min", t_min)
     dim = x.shape[1]
     mlp = eqx.nn.MLP(
         in_size=dim + 1 + 2 * num_frequencies,
@@ -327,20 +337,20 @@ def train_score(
     >>> trained.model(jnp.ones(2), 0.1).shape
     (2,)
     """
-    _check_key(rng_key)
+    rng_key = check_key("rng_key", rng_key)
     x = _check_samples(samples)
-    num_steps = _check_int("num_steps", num_steps, 1)
-    batch_size = _check_int("batch_size", batch_size, 2)
-    chunk_size = _check_int("chunk_size", chunk_size, 1)
-    learning_rate = _check_positive("learning_rate", learning_rate)
-    t_min = _check_positive("t_min", t_min)
-    t_max = _check_positive("t_max", t_max)
+    num_steps = check_int("num_steps", num_steps, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=2)
+    chunk_size = check_int("chunk_size", chunk_size, minimum=1)
+    learning_rate = check_positive("learning_rate", learning_rate)
+    t_min = check_positive("t_min", t_min)
+    t_max = check_positive("t_max", t_max)
     if t_max <= t_min:
         raise ValueError(f"t_max must be larger than t_min={t_min}, got {t_max!r}")
-    if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
-        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
-    if not (isinstance(ema, (int, float)) and 0.0 <= ema < 1.0):
+    check_nonnegative("weight_decay", weight_decay)
+    if check_number("ema", ema, minimum=0.0) >= 1.0:
         raise ValueError(f"ema must be a number in [0, 1), got {ema!r}")
+    progress_bar = check_bool("progress_bar", progress_bar)
     config = dict(
         num_samples=int(x.shape[0]),
         dim=int(x.shape[1]),
@@ -484,6 +494,9 @@ def plot_loss(trained: TrainedScore, path: str | os.PathLike, *, window: int = 1
 
     Returns the path. Uses matplotlib's non-interactive ``Agg`` backend.
     """
+    if not isinstance(trained, TrainedScore):
+        raise TypeError(f"trained must be a TrainedScore, got {type(trained)!r}")
+    window = check_int("window", window, minimum=1)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -564,10 +577,9 @@ def prior_predictive_samples(
     """
     from numpyro.infer import Predictive
 
-    _check_key(rng_key)
-    if not callable(model):
-        raise TypeError(f"model must be a NumPyro model (callable), got {model!r}")
-    num_samples = _check_int("num_samples", num_samples, 1)
+    rng_key = check_key("rng_key", rng_key)
+    check_callable("model", model, what="a NumPyro model (a callable)")
+    num_samples = check_int("num_samples", num_samples, minimum=1)
     draws = Predictive(model, num_samples=num_samples)(
         rng_key, *model_args, **(model_kwargs or {})
     )
@@ -618,32 +630,3 @@ def _check_samples(samples: Any) -> Array:
     if bad:
         raise ValueError(f"samples has {bad} rows with NaN or inf values")
     return x
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
-def _check_key(rng_key: Any) -> None:
-    if not (
-        isinstance(rng_key, jax.Array)
-        and (
-            jnp.issubdtype(rng_key.dtype, jax.dtypes.prng_key)
-            or (rng_key.dtype == jnp.uint32 and rng_key.shape == (2,))
-        )
-    ):
-        raise TypeError(
-            f"rng_key must be a JAX PRNG key (jax.random.key(seed)), got {rng_key!r}"
-        )

@@ -68,6 +68,14 @@ import jax.numpy as jnp
 import numpy as np
 from blackjax.smc.ess import ess as effective_sample_size
 
+from rtk_blackjax._checks import (
+    check_bool,
+    check_callable,
+    check_int,
+    check_key,
+    check_nonnegative,
+    check_positive,
+)
 from rtk_blackjax.diffusion import geometric_grid, ou_variance, validate_grid
 from rtk_blackjax.mcmc import adaptation
 from rtk_blackjax.mcmc.rtk import DiffusionAlgorithm, check_position
@@ -231,9 +239,7 @@ def gaussian_reference(
             "covariance must be positive definite, got eigenvalues "
             f"down to {float(variances.min()):.3g}"
         )
-    inflation = float(inflation)
-    if not inflation > 0:
-        raise ValueError(f"inflation must be positive, got {inflation}")
+    inflation = check_positive("inflation", inflation)
     return GaussianReference(mean, basis, variances * inflation**2)
 
 
@@ -306,6 +312,8 @@ def default_schedule(
     >>> len(times), m.tolist(), n.tolist()
     (5, [256, 256, 256, 0], [4, 4, 4, 4])
     """
+    num_importance = check_int("num_importance", num_importance, minimum=0)
+    num_inner_steps = check_int("num_inner_steps", num_inner_steps, minimum=0)
     times = geometric_grid(num_segments, horizon=horizon)
     m = np.full(num_segments, num_importance, np.int32)
     m[-1] = 0
@@ -329,6 +337,9 @@ def init(
     key), so that particles start in different basins (used to discover modes in
     the first pilot round).
     """
+    check_callable("logdensity_fn", logdensity_fn, "x -> log density")
+    check_positive("step_size", step_size)
+    check_nonnegative("init_spread", init_spread)
     position = check_position(position)
     if not isinstance(position, jax.Array) or position.ndim != 1:
         raise ValueError(
@@ -387,10 +398,8 @@ def build_kernel(
         :func:`gaussian_reference`); ``None``: the flat reference, i.e. candidates
         from the Gaussian factor ``N(y / a_t, τ_t^2 I)`` alone.
     """
-    if not callable(logdensity_fn):
-        raise TypeError(
-            f"logdensity_fn must be callable, got {type(logdensity_fn).__name__}"
-        )
+    check_callable("logdensity_fn", logdensity_fn, "x -> log density")
+    adapt_step_size = check_bool("adapt_step_size", adapt_step_size)
     if reference is not None and not isinstance(reference, GaussianReference):
         raise TypeError(
             "reference must be a GaussianReference (gaussian_reference(...) or "
@@ -622,6 +631,11 @@ def as_top_level_api(
     >>> round(float(jnp.mean(result.samples > 0)), 1)
     0.7
     """
+    check_callable("logdensity_fn", logdensity_fn, "x -> log density")
+    # Checked here, not only in init: a bad step size would otherwise surface as
+    # NaN samples (init runs inside the sampler's traced program).
+    check_positive("step_size", step_size)
+    check_nonnegative("init_spread", init_spread)
     if times is None:
         times, m_default, n_default = default_schedule()
     else:
@@ -647,7 +661,11 @@ def as_top_level_api(
         del rng_key
         return init(position, logdensity_fn, initial_position, step_size, init_spread)
 
-    return DiffusionAlgorithm(init_fn, kernel, times)
+    def step_fn(rng_key: PRNGKey, state: LogDensityRTKState):
+        # Dtype and shape only: works on traced keys too (the driver vmaps this).
+        return kernel(check_key("rng_key", rng_key), state)
+
+    return DiffusionAlgorithm(init_fn, step_fn, times)
 
 
 rtk_logdensity = as_top_level_api
@@ -703,12 +721,9 @@ def adapt_reference(
     """
     from rtk_blackjax.driver import sample
 
-    if not isinstance(num_rounds, int) or num_rounds < 1:
-        raise ValueError(f"num_rounds must be an integer >= 1, got {num_rounds!r}")
-    if not isinstance(num_particles, int) or num_particles < 2:
-        raise ValueError(
-            f"num_particles must be an integer >= 2, got {num_particles!r}"
-        )
+    rng_key = check_key("rng_key", rng_key)
+    num_rounds = check_int("num_rounds", num_rounds, minimum=1)
+    num_particles = check_int("num_particles", num_particles, minimum=2)
     total = 0
     samples = None
     for r in range(num_rounds):
@@ -795,6 +810,11 @@ def sample_model(
     from rtk_blackjax.adapters.numpyro_model import model_density
     from rtk_blackjax.driver import sample
 
+    rng_key = check_key("rng_key", rng_key)
+    num_samples = check_int("num_samples", num_samples, minimum=1)
+    num_pilot_rounds = check_int("num_pilot_rounds", num_pilot_rounds, minimum=0)
+    if num_pilot_rounds > 0:
+        pilot_particles = check_int("pilot_particles", pilot_particles, minimum=2)
     key_model, key_pilot, key_run = jax.random.split(rng_key, 3)
     md = model_density(model, *model_args, rng_key=key_model, **model_kwargs)
     kwargs = dict(

@@ -31,6 +31,7 @@ from jax.flatten_util import ravel_pytree
 from numpyro.infer.mcmc import MCMCKernel
 from numpyro.util import is_prng_key
 
+from rtk_blackjax._checks import check_callable, check_int, check_key
 from rtk_blackjax.adapters.logdensity import (
     GaussianReference,
     adapt_reference,
@@ -134,13 +135,14 @@ class RTKKernel(MCMCKernel):
         reference: GaussianReference | None = None,
         init_strategy: Callable | None = None,
     ):
-        if not callable(model):
-            raise TypeError(
-                f"model must be a NumPyro model (a callable), got {type(model).__name__}"
-            )
-        if not isinstance(num_pilot_rounds, int) or num_pilot_rounds < 0:
-            raise ValueError(
-                f"num_pilot_rounds must be an integer >= 0, got {num_pilot_rounds!r}"
+        check_callable("model", model, what="a NumPyro model (a callable)")
+        num_pilot_rounds = check_int("num_pilot_rounds", num_pilot_rounds, minimum=0)
+        pilot_particles = check_int("pilot_particles", pilot_particles, minimum=2)
+        if init_strategy is not None:
+            check_callable(
+                "init_strategy",
+                init_strategy,
+                what="a NumPyro init strategy (a callable)",
             )
         if reference is not None and not isinstance(reference, GaussianReference):
             raise TypeError(
@@ -248,6 +250,10 @@ class RTKKernel(MCMCKernel):
         model_kwargs: dict,
     ) -> RTKKernelState:
         batched = not is_prng_key(rng_key)
+        if batched:  # one key per chain, or not a key at all (MCMC.run(0))
+            if not isinstance(rng_key, (jax.Array, np.ndarray)) or not np.ndim(rng_key):
+                check_key("rng_key", rng_key)  # raises, naming what a key is
+            check_key("rng_key", rng_key[0])
         first_key = rng_key[0] if batched else rng_key
         data = (model_args, model_kwargs or {})
         # chain_method="sequential" calls init once per chain: the model density

@@ -14,6 +14,7 @@ own HMC/NUTS use (``numpyro.infer.util.initialize_model``):
   deterministic sites included, as ``MCMC.get_samples()`` reports them.
 """
 
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -21,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from rtk_blackjax._checks import check_callable, check_key
 from rtk_blackjax.types import Array, PRNGKey
 
 __all__ = ["ModelDensity", "model_density"]
@@ -80,6 +82,28 @@ def _check_latent_sites(model: Callable, model_args: tuple, model_kwargs: dict):
         )
 
 
+def _nonfinite_sites(model: Callable, model_args: tuple, model_kwargs: dict) -> list:
+    """Names of the sample sites whose log density is NaN or infinite on one draw
+    of the model (observed sites at their data): what to tell a user when NumPyro
+    finds no valid initial point."""
+    from numpyro import handlers
+
+    with warnings.catch_warnings():  # out-of-support warnings: we report them
+        warnings.simplefilter("ignore")
+        with handlers.trace() as trace, handlers.seed(rng_seed=0):
+            model(*model_args, **model_kwargs)
+        log_probs = {
+            name: jnp.sum(site["fn"].log_prob(site["value"]))
+            for name, site in trace.items()
+            if site["type"] == "sample"
+        }
+    bad = []
+    for name, log_prob in log_probs.items():
+        if not bool(jnp.isfinite(log_prob)):
+            bad.append(name)
+    return bad
+
+
 def model_density(
     model: Callable,
     *model_args: Any,
@@ -134,21 +158,32 @@ def model_density(
     """
     from numpyro.infer.util import initialize_model
 
-    if not callable(model):
-        raise TypeError(
-            f"model must be a NumPyro model (a callable), got {type(model).__name__}"
+    check_callable("model", model, what="a NumPyro model (a callable)")
+    rng_key = jax.random.key(0) if rng_key is None else check_key("rng_key", rng_key)
+    if init_strategy is not None:
+        check_callable(
+            "init_strategy", init_strategy, what="a NumPyro init strategy (a callable)"
         )
-    rng_key = jax.random.key(0) if rng_key is None else rng_key
     _check_latent_sites(model, model_args, model_kwargs)
     kwargs = {} if init_strategy is None else {"init_strategy": init_strategy}
-    info = initialize_model(
-        rng_key,
-        model,
-        model_args=model_args,
-        model_kwargs=model_kwargs,
-        dynamic_args=False,
-        **kwargs,
-    )
+    try:
+        info = initialize_model(
+            rng_key,
+            model,
+            model_args=model_args,
+            model_kwargs=model_kwargs,
+            dynamic_args=False,
+            **kwargs,
+        )
+    except RuntimeError as err:  # NumPyro's "Cannot find valid initial parameters"
+        bad = _nonfinite_sites(model, model_args, model_kwargs)
+        if not bad:
+            raise
+        raise ValueError(
+            "model's log density is not finite at its initial point: the log "
+            f"density of site(s) {bad} is NaN or infinite (check their parameters "
+            "and the observed data for NaN or out-of-support values)"
+        ) from err
     initial_position, unravel_fn = ravel_pytree(info.param_info.z)
     initial_position = jnp.asarray(initial_position)
     if not jnp.issubdtype(initial_position.dtype, jnp.floating):

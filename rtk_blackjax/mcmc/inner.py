@@ -22,7 +22,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from rtk_blackjax.diffusion import _check_positive
+from rtk_blackjax._checks import (
+    check_bool,
+    check_callable,
+    check_choice,
+    check_int,
+    check_positive,
+)
 from rtk_blackjax.mcmc import score_energy, uld
 from rtk_blackjax.types import Array, ArrayTree, PRNGKey
 
@@ -152,8 +158,21 @@ def inner_kernel(
             "algorithm must be a BlackJAX algorithm with .init and .build_kernel "
             f"(e.g. blackjax.mala), got {algorithm!r}"
         )
-    if not callable(parameters):
-        raise TypeError("parameters must be a callable geometry -> dict of kernel args")
+    check_callable("parameters", parameters, "geometry -> dict of kernel args")
+    init_needs_key = check_bool("init_needs_key", init_needs_key)
+    evaluations_at_init = check_int(
+        "evaluations_at_init", evaluations_at_init, minimum=0
+    )
+    evaluations_per_step = check_int(
+        "evaluations_per_step", evaluations_per_step, minimum=0
+    )
+    for name, fn in (("gradient_of", gradient_of), ("acceptance_of", acceptance_of)):
+        if fn is not None:
+            check_callable(name, fn)
+    needs_logdensity = check_bool("needs_logdensity", needs_logdensity)
+    if energy is not None:
+        check_callable("energy", energy, "(target, geometry) -> log density")
+    _check_trial_parameters(parameters)
     kernel = algorithm.build_kernel()
 
     def init(rng_key, position, logdensity_fn):
@@ -175,6 +194,67 @@ def inner_kernel(
         needs_logdensity=needs_logdensity,
         energy=energy,
     )
+
+
+def _trial_geometry() -> SegmentGeometry:
+    """A segment geometry with concrete values (d = 2, t = 0.5, a 0.1-long segment,
+    unit variance) on which :func:`inner_kernel` evaluates a parameter rule once, so
+    that a rule giving a non-positive step size fails at construction rather than
+    silently inside the traced sampler, where values are unknown. Built on demand:
+    nothing touches a JAX device at import."""
+    return SegmentGeometry(
+        time=jnp.asarray(0.5),
+        mean_coef=jnp.exp(jnp.asarray(-0.1)),
+        noise_var=-jnp.expm1(jnp.asarray(-0.2)),
+        conditioning=jnp.zeros(2),
+        gaussian_mean=jnp.zeros(2),
+        gaussian_variance=jnp.asarray(1.0),
+        dim=2,
+    )
+
+
+def _check_trial_parameters(parameters: Callable) -> None:
+    """Evaluate ``parameters`` on :func:`_trial_geometry` and refuse a step size
+    that is not positive and finite, or a number of integration steps below 1.
+
+    Only what can be judged is judged: a rule that cannot be evaluated on the trial
+    geometry (it expects a pytree position, say) or gives traced values is left to
+    run; other keys are the kernel's own business. A rule whose sign depends on the
+    geometry is therefore only caught where the trial geometry shows it.
+    """
+    try:
+        params = parameters(_trial_geometry())
+    except Exception:  # noqa: BLE001 - the rule may need the real geometry
+        return
+    if not isinstance(params, dict):
+        raise TypeError(
+            "parameters must return a dict of kernel keyword arguments, got "
+            f"{type(params).__name__}"
+        )
+
+    def concrete(value):
+        try:
+            return np.asarray(value)
+        except (TypeError, jax.errors.ConcretizationTypeError):
+            return None
+
+    if "step_size" in params:
+        step = concrete(params["step_size"])
+        if step is not None and np.issubdtype(step.dtype, np.number):
+            if not (np.all(np.isfinite(step)) and np.all(step > 0)):
+                raise ValueError(
+                    "parameters(geometry) must give a positive finite step_size, got "
+                    f"step_size={step.tolist()} on a trial segment geometry "
+                    "(gaussian_variance=1, dim=2)"
+                )
+    if "num_integration_steps" in params:
+        steps = concrete(params["num_integration_steps"])
+        if steps is not None and np.issubdtype(steps.dtype, np.number):
+            if not np.all(steps >= 1):
+                raise ValueError(
+                    "parameters(geometry) must give num_integration_steps >= 1, got "
+                    f"num_integration_steps={steps.tolist()}"
+                )
 
 
 def mala_step_size(geometry: SegmentGeometry, step_scale: float = 1.0) -> Array:
@@ -204,7 +284,7 @@ def mala_inner(step_scale: float = 1.0) -> InnerKernel:
     >>> inner.evaluations_per_step
     1
     """
-    step_scale = _check_positive("step_scale", step_scale)
+    step_scale = check_positive("step_scale", step_scale)
     return inner_kernel(
         blackjax.mala,
         lambda geometry: {"step_size": mala_step_size(geometry, step_scale)},
@@ -220,7 +300,7 @@ def independence_inner(variance_inflation: float = 1.0) -> InnerKernel:
     reverse process). ``variance_inflation > 1`` widens the proposal to make its
     tails safer.
     """
-    variance_inflation = _check_positive("variance_inflation", variance_inflation)
+    variance_inflation = check_positive("variance_inflation", variance_inflation)
 
     def parameters(geometry: SegmentGeometry) -> dict:
         mean_flat, unravel = ravel_pytree(geometry.gaussian_mean)
@@ -296,19 +376,12 @@ def score_mala_inner(
     >>> inner.evaluations_per_step, inner.evaluations_at_init
     (2, 3)
     """
-    if not isinstance(rule, str) or rule not in score_energy.QUADRATURE_RULES:
-        raise ValueError(
-            f"rule must be one of {score_energy.QUADRATURE_RULES}, got {rule!r}"
-        )
-    if isinstance(num_nodes, (bool, np.bool_)) or not isinstance(
-        num_nodes, (int, np.integer)
-    ):
-        raise TypeError(f"num_nodes must be an integer, got {num_nodes!r}")
-    if num_nodes > _MAX_NODES:  # each node costs a score call per step
-        raise ValueError(f"num_nodes must be at most {_MAX_NODES}, got {num_nodes}")
-    extra = score_energy.extra_evaluations(rule, int(num_nodes))
+    rule = check_choice("rule", rule, score_energy.QUADRATURE_RULES)
+    # Each node costs a score call per step: more than _MAX_NODES would be absurd.
+    num_nodes = check_int("num_nodes", num_nodes, maximum=_MAX_NODES)
+    extra = score_energy.extra_evaluations(rule, num_nodes)
     if radius_scale is not None:
-        radius_scale = _check_positive("radius_scale", radius_scale)
+        radius_scale = check_positive("radius_scale", radius_scale)
     base = mala_inner(step_scale)
 
     def parameters(geometry: SegmentGeometry) -> dict:
@@ -359,10 +432,9 @@ def uld_inner(adjusted: bool = False, step_scale: float | None = None) -> InnerK
     >>> uld_inner().needs_logdensity, uld_inner(adjusted=True).needs_logdensity
     (False, True)
     """
-    if not isinstance(adjusted, (bool, np.bool_)):
-        raise TypeError(f"adjusted must be True or False, got {adjusted!r}")
+    adjusted = check_bool("adjusted", adjusted)
     if step_scale is not None:
-        step_scale = _check_positive("step_scale", step_scale)
+        step_scale = check_positive("step_scale", step_scale)
     kernel = uld.build_adjusted_kernel() if adjusted else uld.build_kernel()
 
     def init(rng_key, position, logdensity_fn):

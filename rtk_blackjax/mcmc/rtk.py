@@ -39,12 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from rtk_blackjax.diffusion import (
-    _check_positive,
-    ou_variance,
-    transition_coefs,
-    validate_grid,
-)
+from rtk_blackjax._checks import check_choice, check_key, check_positive
+from rtk_blackjax.diffusion import ou_variance, transition_coefs, validate_grid
 from rtk_blackjax.mcmc.inner import InnerKernel, SegmentGeometry, mala_inner
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
@@ -149,6 +145,8 @@ def target_logdensity_with_score(target: Target) -> Callable:
     density in ``jax.custom_jvp`` makes that gradient the target's closed-form (or
     learned) score, and lets one evaluation produce both (counted as one NFE).
     """
+    if not isinstance(target, Target):
+        raise TypeError(f"target must be an rtk_blackjax Target, got {target!r}")
     if target.logdensity is None:
         raise ValueError(
             "target has no logdensity (score-only model); a Metropolis inner kernel "
@@ -421,11 +419,9 @@ def segment_problem(
         raise TypeError(
             f"inner must be an rtk_blackjax InnerKernel, got {type(inner).__name__}"
         )
-    if not isinstance(predictor, str) or predictor not in PREDICTORS:
-        raise ValueError(f"predictor must be one of {PREDICTORS}, got {predictor!r}")
-    if not isinstance(curvature, str) or curvature not in CURVATURES:
-        raise ValueError(f"curvature must be one of {CURVATURES}, got {curvature!r}")
-    secant_scale = _check_positive("secant_scale", secant_scale)
+    predictor = check_choice("predictor", predictor, PREDICTORS)
+    curvature = check_choice("curvature", curvature, CURVATURES)
+    secant_scale = check_positive("secant_scale", secant_scale)
     num_segments = int(times.shape[0]) - 1
     if isinstance(k, (int, np.integer)) and not 0 <= k < num_segments:
         raise ValueError(
@@ -489,11 +485,9 @@ def build_kernel(
             "inner must be an rtk_blackjax.mcmc.inner.InnerKernel (e.g. mala_inner() "
             f"or inner_kernel(blackjax.mala, ...)), got {type(inner).__name__}"
         )
-    if not isinstance(predictor, str) or predictor not in PREDICTORS:
-        raise ValueError(f"predictor must be one of {PREDICTORS}, got {predictor!r}")
-    if not isinstance(curvature, str) or curvature not in CURVATURES:
-        raise ValueError(f"curvature must be one of {CURVATURES}, got {curvature!r}")
-    secant_scale = _check_positive("secant_scale", secant_scale)
+    predictor = check_choice("predictor", predictor, PREDICTORS)
+    curvature = check_choice("curvature", curvature, CURVATURES)
+    secant_scale = check_positive("secant_scale", secant_scale)
     steps_per_segment = _inner_step_schedule(num_inner_steps, num_segments)
     steps_table = jnp.asarray(steps_per_segment)
     needs_energy = inner.needs_logdensity and steps_per_segment.max() > 0
@@ -638,6 +632,7 @@ def as_top_level_api(
         return init(position, target, times)
 
     def step_fn(rng_key: PRNGKey, state: RTKState) -> tuple[RTKState, RTKInfo]:
-        return kernel(rng_key, state)
+        # Dtype and shape only: works on traced keys too (the driver vmaps this).
+        return kernel(check_key("rng_key", rng_key), state)
 
     return DiffusionAlgorithm(init_fn, step_fn, times)

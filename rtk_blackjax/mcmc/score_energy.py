@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from rtk_blackjax._checks import check_callable, check_choice, check_int
 from rtk_blackjax.types import Array, ArrayLikeTree
 
 __all__ = [
@@ -51,10 +52,8 @@ def quadrature_rule(rule: str, num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
     >>> nodes.tolist(), weights.round(6).tolist()
     ([0.0, 0.5, 1.0], [0.166667, 0.666667, 0.166667])
     """
-    if rule not in QUADRATURE_RULES:
-        raise ValueError(f"rule must be one of {QUADRATURE_RULES}, got {rule!r}")
-    if isinstance(num_nodes, bool) or not isinstance(num_nodes, (int, np.integer)):
-        raise TypeError(f"num_nodes must be an integer, got {num_nodes!r}")
+    check_choice("rule", rule, QUADRATURE_RULES)
+    num_nodes = check_int("num_nodes", num_nodes)
     if rule == "legendre":
         if num_nodes < 1:
             raise ValueError(
@@ -99,6 +98,7 @@ def line_integral_logdensity(
 
     ``anchor_score`` (``score(anchor, t)``) is required by the Lobatto rule.
     """
+    check_callable("score_fn", score_fn, "(x, t) -> score")
     nodes, weights = quadrature_rule(rule, num_nodes)
     anchor_flat, unravel = ravel_pytree(anchor)
     if rule == "lobatto":
@@ -157,6 +157,8 @@ def energy_difference(
     >>> float(energy_difference(score, jnp.zeros(2), jnp.ones(2), 0.0, num_nodes=1))
     -1.0
     """
+    check_callable("score_fn", score_fn, "(x, t) -> score")
+    quadrature_rule(rule, num_nodes)  # validates rule and num_nodes first
     anchor_score = score_fn(x, time) if rule == "lobatto" else None
     estimate = line_integral_logdensity(
         score_fn, time, x, anchor_score, rule=rule, num_nodes=num_nodes

@@ -20,12 +20,10 @@ biased (the guidance approximates ``∇ log p_t(y | x)``): it is the baseline, n
 sampler of the exact posterior.
 """
 
-import math
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from rtk_blackjax._checks import check_int, check_key, check_nonnegative
 from rtk_blackjax.diffusion import (
     geometric_grid,
     ou_mean_coef,
@@ -89,13 +87,10 @@ def dps_linear_gaussian(
     >>> res.samples.shape, res.prior_nfe, res.likelihood_evals
     ((100, 1, 2), 40.0, 20.0)
     """
+    rng_key = check_key("rng_key", rng_key)
     A, y, _ = check_linear_gaussian(prior, A, y, sigma)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)):
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples}")
-    if not (math.isfinite(float(zeta)) and float(zeta) >= 0):
-        raise ValueError(f"zeta must be a non-negative number, got {zeta!r}")
+    num_samples = check_int("num_samples", num_samples, minimum=1)
+    check_nonnegative("zeta", zeta)
     if times is None:
         if prior_nfe_budget is None:
             raise ValueError("give prior_nfe_budget or an explicit times grid")

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rtk_blackjax._checks import check_int, check_key, check_positive
 from rtk_blackjax.targets.analytic import (
     GaussianMixture,
     mixture_from_arrays,
@@ -117,10 +118,8 @@ def grid_prior(dim: int, spacing: float = GRID_SPACING) -> GaussianMixture:
     >>> prior.means.shape, prior.means[0].tolist(), round(float(prior.weights[0]), 6)
     ((25, 4), [-16.0, -16.0, -16.0, -16.0], 0.04)
     """
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 2:
-        raise ValueError(f"dim must be an integer >= 2, got {dim!r}")
-    if not (isinstance(spacing, (int, float)) and spacing > 0):
-        raise ValueError(f"spacing must be a positive number, got {spacing!r}")
+    dim = check_int("dim", dim, minimum=2)
+    check_positive("spacing", spacing)
     offsets = np.arange(-2, 3, dtype=np.float64)
     pairs = np.array([(i, j) for i in offsets for j in offsets])  # (25, 2)
     means = spacing * np.tile(pairs, (1, (dim + 1) // 2))[:, :dim]
@@ -223,11 +222,8 @@ def make_problem(
     >>> problem.obs_matrix.shape, problem.y.shape, problem.posterior.means.shape
     ((2, 8), (2,), (25, 8))
     """
-    for name, value, low in (("dim", dim, 2), ("obs_dim", obs_dim, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ValueError(f"{name} must be an integer, got {value!r}")
-        if value < low:
-            raise ValueError(f"{name} must be >= {low}, got {value}")
+    dim = check_int("dim", dim, minimum=2)
+    obs_dim = check_int("obs_dim", obs_dim, minimum=1)
     if obs_dim > dim:
         raise ValueError(f"obs_dim must be at most dim={dim}, got {obs_dim}")
     rng = np.random.default_rng(seed)
@@ -256,10 +252,8 @@ def sample_posterior(
     rng_key: PRNGKey, posterior: PosteriorMixture, num_samples: int
 ) -> Array:
     """Exact posterior draws ``(n, d)`` by Matheron's rule (no ``d x d`` factor)."""
-    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)):
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples}")
+    rng_key = check_key("rng_key", rng_key)
+    num_samples = check_int("num_samples", num_samples, minimum=1)
     key_c, key_x, key_e = jax.random.split(rng_key, 3)
     comps = jax.random.categorical(key_c, posterior.log_weights, shape=(num_samples,))
     dim, obs_dim = posterior.dim, posterior.y.shape[0]

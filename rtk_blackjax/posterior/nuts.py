@@ -15,8 +15,8 @@ included, divided by the number of returned draws.
 import blackjax
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from rtk_blackjax._checks import check_fraction, check_int, check_key
 from rtk_blackjax.posterior.base import PosteriorResult, check_linear_gaussian
 from rtk_blackjax.targets.analytic import sample_mixture
 from rtk_blackjax.targets.base import Target
@@ -93,15 +93,11 @@ def nuts_linear_gaussian(
     A, y, sigma2 = check_linear_gaussian(prior, A, y, sigma)
     if prior.logdensity is None:
         raise ValueError("NUTS needs the prior's log density (prior.logdensity)")
-    for name, value, low in (
-        ("num_chains", num_chains, 1),
-        ("num_draws", num_draws, 1),
-        ("num_warmup", num_warmup, 1),
-    ):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ValueError(f"{name} must be an integer, got {value!r}")
-        if value < low:
-            raise ValueError(f"{name} must be >= {low}, got {value}")
+    rng_key = check_key("rng_key", rng_key)
+    num_chains = check_int("num_chains", num_chains, minimum=1)
+    num_draws = check_int("num_draws", num_draws, minimum=1)
+    num_warmup = check_int("num_warmup", num_warmup, minimum=1)
+    check_fraction("target_acceptance_rate", target_acceptance_rate, allow_zero=False)
     dim = A.shape[1]
     run = _get_run(prior, num_draws, num_warmup, float(target_acceptance_rate))
     k_init, k_run = jax.random.split(rng_key)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.distributions import Distribution, constraints
 
-from rtk_blackjax.diffusion import _check_count
+from rtk_blackjax._checks import check_int
 from rtk_blackjax.driver import NonFiniteSamplesError
 from rtk_blackjax.mcmc.rtk import DiffusionAlgorithm
 from rtk_blackjax.policy import configure
@@ -42,8 +42,36 @@ def default_prior_sampler(target: Target, nfe: int = DEFAULT_PRIOR_NFE):
     (quadrature) MALA otherwise; grid and inner steps from
     :func:`rtk_blackjax.policy.configure`.
     """
+    if not isinstance(target, Target):
+        raise TypeError(f"target must be an rtk_blackjax Target, got {target!r}")
+    nfe = check_int("nfe", nfe, minimum=1)
     method = "rtk-mala" if target.logdensity is not None else "rtk-mala-score"
     return configure(method, target, nfe=nfe).algorithm
+
+
+def _check_dim_fits(target: Target, dim: int) -> None:
+    """Refuse a ``dim`` the target's score cannot take, at construction (not at the
+    first sample): by the analytic mixture's dimension when there is one, else by
+    tracing ``score`` on a ``(dim,)`` position (shapes only, nothing is computed)."""
+    if target.mixture is not None:
+        if dim != target.mixture.dim:
+            raise ValueError(
+                f"dim must be the target's dimension {target.mixture.dim}, got {dim}"
+            )
+        return
+    x = jax.ShapeDtypeStruct((dim,), jnp.result_type(float))
+    try:
+        out = jax.eval_shape(target.score, x, 1.0)
+    except Exception as err:  # noqa: BLE001 - any failure means "does not fit"
+        raise ValueError(
+            f"dim={dim} does not fit the target: its score fails on a position of "
+            f"shape ({dim},): {err}"
+        ) from err
+    if jax.tree.structure(out) != jax.tree.structure(x) or out.shape != (dim,):
+        raise ValueError(
+            f"dim={dim} does not fit the target: its score maps a ({dim},) position "
+            f"to {jax.tree.map(lambda leaf: leaf.shape, out)}"
+        )
 
 
 class DiffusionPrior(Distribution):
@@ -109,8 +137,9 @@ class DiffusionPrior(Distribution):
                     "(e.g. a learned score): DiffusionPrior(target, dim=d)"
                 )
             dim = target.mixture.dim
-        dim = _check_count("dim", dim)
-        nfe = _check_count("nfe", nfe)
+        dim = check_int("dim", dim, minimum=1)
+        _check_dim_fits(target, dim)
+        nfe = check_int("nfe", nfe, minimum=1)
         if algorithm is not None and not isinstance(algorithm, DiffusionAlgorithm):
             raise TypeError(
                 "algorithm must be a DiffusionAlgorithm (rb.rtk(...), rb.ddpm(...)), "

@@ -67,6 +67,13 @@ import numpy as np
 from blackjax.smc.ess import ess as effective_sample_size
 from blackjax.smc.resampling import systematic
 
+from rtk_blackjax._checks import (
+    check_choice,
+    check_fraction,
+    check_int,
+    check_key,
+    check_positive,
+)
 from rtk_blackjax.diffusion import (
     geometric_grid,
     ou_mean_coef,
@@ -106,7 +113,8 @@ class SMCInfo(NamedTuple):
 
 def segments_for_budget(nfe: int, num_inner_steps: int) -> int:
     """Segments that fit ``nfe`` prior evaluations per particle: ``1 + K (2 + n)``."""
-    segments = (int(nfe) - 1) // (2 + int(num_inner_steps))
+    num_inner_steps = check_int("num_inner_steps", num_inner_steps, minimum=0)
+    segments = (int(nfe) - 1) // (2 + num_inner_steps)
     if segments < 1:
         raise ValueError(
             f"prior_nfe_budget={nfe} is too small: one segment with "
@@ -203,13 +211,11 @@ def calibrate_grid(
     >>> grid.times.shape, float(grid.times[0]), float(grid.times[-1])
     ((13,), 8.0, 0.0)
     """
-    dim = _positive_int("dim", dim)
-    num_segments = _positive_int("num_segments", num_segments, 2)
-    pilot_segments = _positive_int("pilot_segments", pilot_segments, 2)
-    if not (0.0 <= float(uniform_fraction) <= 1.0):
-        raise ValueError(
-            f"uniform_fraction must be in [0, 1], got {uniform_fraction!r}"
-        )
+    rng_key = check_key("rng_key", rng_key)
+    dim = check_int("dim", dim, minimum=1)
+    num_segments = check_int("num_segments", num_segments, minimum=2)
+    pilot_segments = check_int("pilot_segments", pilot_segments, minimum=2)
+    check_fraction("uniform_fraction", uniform_fraction)
     if prior.logdensity is None:
         raise ValueError("prior has no logdensity: the SMC weights need log p_t")
     pilot_times = geometric_grid(pilot_segments, horizon, t_min)
@@ -260,14 +266,6 @@ def _check_inputs(prior, A, y, sigma):
             "or DPS for score-only priors)"
         )
     return A, y, sigma2
-
-
-def _positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def smc_linear_gaussian(
@@ -353,16 +351,14 @@ def smc_linear_gaussian(
     >>> res.samples.shape, res.prior_nfe
     ((200, 1, 2), 31.0)
     """
+    rng_key = check_key("rng_key", rng_key)
     A, y, sigma2 = _check_inputs(prior, A, y, sigma)
-    if twist not in TWISTS:
-        raise ValueError(f"twist must be one of {TWISTS}, got {twist!r}")
+    check_choice("twist", twist, TWISTS)
     cov_eigvals, cov_eigvecs = _covariance_factor(prior, prior_covariance, A.shape[1])
-    num_particles = _positive_int("num_particles", num_particles, 2)
-    num_inner_steps = _positive_int("num_inner_steps", num_inner_steps, 0)
-    if not (0.0 < float(ess_threshold) <= 1.0):
-        raise ValueError(f"ess_threshold must be in (0, 1], got {ess_threshold!r}")
-    if not (float(step_scale) > 0):
-        raise ValueError(f"step_scale must be positive, got {step_scale!r}")
+    num_particles = check_int("num_particles", num_particles, minimum=2)
+    num_inner_steps = check_int("num_inner_steps", num_inner_steps, minimum=0)
+    check_fraction("ess_threshold", ess_threshold, allow_zero=False)
+    check_positive("step_scale", step_scale)
     if times is None:
         if prior_nfe_budget is None:
             raise ValueError("give prior_nfe_budget or an explicit times grid")

@@ -61,7 +61,15 @@ from jax.flatten_util import ravel_pytree
 from numpyro.distributions import constraints
 from numpyro.infer.util import initialize_model
 
-from rtk_blackjax.diffusion import _check_count, _check_positive, geometric_grid
+from rtk_blackjax._checks import (
+    check_bool,
+    check_callable,
+    check_fraction,
+    check_int,
+    check_key,
+    check_positive,
+)
+from rtk_blackjax.diffusion import geometric_grid
 from rtk_blackjax.driver import NonFiniteSamplesError
 from rtk_blackjax.interop.arviz import to_arviz  # re-exported (one converter)
 from rtk_blackjax.mcmc import rtk as rtk_module
@@ -224,10 +232,10 @@ def prior_block(
             "prior must be an rtk_blackjax Target (rtk_blackjax.targets.*), got "
             f"{type(prior).__name__}"
         )
-    rho_final = _check_positive("rho_final", rho_final)
-    num_segments = _check_count("num_segments", num_segments, minimum=2)
-    horizon = _check_positive("horizon", horizon)
-    inner_steps = _check_count("inner_steps", inner_steps, minimum=0)
+    rho_final = check_positive("rho_final", rho_final)
+    num_segments = check_int("num_segments", num_segments, minimum=2)
+    horizon = check_positive("horizon", horizon)
+    inner_steps = check_int("inner_steps", inner_steps, minimum=0)
     t_min = float(rho_to_time(rho_final))
     if t_min >= horizon:
         raise ValueError(
@@ -326,16 +334,6 @@ def _annealed_prior_block(
     return block
 
 
-def _check_key(rng_key):
-    if not isinstance(rng_key, jax.Array) or not (
-        jnp.issubdtype(rng_key.dtype, jax.dtypes.prng_key) or rng_key.shape == (2,)
-    ):
-        raise TypeError(
-            f"rng_key must be a JAX PRNG key (jax.random.key(seed)), got {rng_key!r}"
-        )
-    return rng_key
-
-
 def _raise_if_nonfinite(finite, where: str):
     finite = np.asarray(finite)
     if not finite.all():
@@ -372,10 +370,10 @@ def _plan(block, rho_start, num_stages, num_draws, budget, sweeps_per_stage):
     rhos = np.asarray(block.rho(jnp.arange(block.num_segments)))
     eligible = [k for k in range(block.num_segments) if rhos[k] <= rho_start * 1.0001]
     if num_stages is not None:
-        num_stages = _check_count("num_stages", num_stages)
+        num_stages = check_int("num_stages", num_stages, minimum=1)
         eligible = _stage_subset(eligible, num_stages)
     if sweeps_per_stage is not None:
-        return eligible, _check_count("sweeps_per_stage", sweeps_per_stage)
+        return eligible, check_int("sweeps_per_stage", sweeps_per_stage, minimum=1)
     for num in range(len(eligible), 0, -1):
         stages = _stage_subset(eligible, num)
         sweeps = _plan_sweeps(block, stages, num_draws, budget)
@@ -470,14 +468,14 @@ def split_gibbs_linear_gaussian(
     (Skipped by the doctest run for its compile time; the same call is in
     ``tests/posterior/test_split_gibbs.py``.)
     """
-    rng_key = _check_key(rng_key)
+    rng_key = check_key("rng_key", rng_key)
     A, y, sigma2 = _check_matrix(A, y, sigma)
-    num_chains = _check_count("num_chains", num_chains)
-    num_draws = _check_count("num_draws", num_draws)
-    budget = _check_positive("prior_nfe_budget", prior_nfe_budget)
-    rho_start = _check_positive("rho_start", rho_start)
-    if not 0.0 < ess_threshold <= 1.0:
-        raise ValueError(f"ess_threshold must be in (0, 1], got {ess_threshold!r}")
+    num_chains = check_int("num_chains", num_chains, minimum=1)
+    num_draws = check_int("num_draws", num_draws, minimum=1)
+    budget = check_positive("prior_nfe_budget", prior_nfe_budget)
+    rho_start = check_positive("rho_start", rho_start)
+    check_fraction("ess_threshold", ess_threshold, allow_zero=False)
+    reweight = check_bool("reweight", reweight)
     d_y, dim = A.shape
     block, run, log_lik_all = _linear_gaussian_programs(
         prior,
@@ -677,8 +675,10 @@ def _inspect_model(rng_key, model, model_args, model_kwargs):
             numpyro.handlers.seed(model, rng_key), substitute_fn=zeros_for_prior
         )
     ).get_trace(*model_args, **model_kwargs)
-    prior_sites, others = [], []
+    prior_sites, others, observed = [], [], []
     for name, site in traced.items():
+        if site["type"] == "sample" and site["is_observed"]:
+            observed.append(name)
         if site["type"] != "sample" or site["is_observed"]:
             continue
         if isinstance(site["fn"], DiffusionPrior):
@@ -696,6 +696,15 @@ def _inspect_model(rng_key, model, model_args, model_kwargs):
         raise ValueError(
             "model must contain exactly one latent DiffusionPrior sample site, found "
             f"{len(prior_sites)} ({prior_sites})"
+        )
+    if not observed:
+        # Without data every site is latent (an unobserved ``y`` would be sampled
+        # from its prior): almost surely the observations were not passed.
+        raise ValueError(
+            "model has no observed sample site: pass the observations as model "
+            "arguments, e.g. split_gibbs(key, model, ..., y=y); got model_args="
+            f"{len(model_args)} values, model_kwargs={sorted(model_kwargs)}, "
+            f"latent sites {prior_sites + others}"
         )
     name = prior_sites[0]
     return name, traced[name]["fn"], others
@@ -778,13 +787,12 @@ def split_gibbs(
     >>> res.samples.shape, bool((res.extras["sites"]["sigma"] > 0).all())  # doctest: +SKIP
     ((4, 3, 2), True)
     """
-    rng_key = _check_key(rng_key)
-    if not callable(model):
-        raise TypeError(f"model must be a NumPyro model (a callable), got {model!r}")
-    num_chains = _check_count("num_chains", num_chains)
-    num_draws = _check_count("num_draws", num_draws)
-    likelihood_steps = _check_count("likelihood_steps", likelihood_steps)
-    rho_start = _check_positive("rho_start", rho_start)
+    rng_key = check_key("rng_key", rng_key)
+    check_callable("model", model, what="a NumPyro model (a callable)")
+    num_chains = check_int("num_chains", num_chains, minimum=1)
+    num_draws = check_int("num_draws", num_draws, minimum=1)
+    likelihood_steps = check_int("likelihood_steps", likelihood_steps, minimum=1)
+    rho_start = check_positive("rho_start", rho_start)
     key_model, key_init, key_anneal, key_draw = jax.random.split(rng_key, 4)
     x_name, prior_dist, others = _inspect_model(
         key_model, model, model_args, model_kwargs
@@ -804,7 +812,7 @@ def split_gibbs(
     budget = (
         None
         if prior_nfe_budget is None
-        else _check_positive("prior_nfe_budget", prior_nfe_budget)
+        else check_positive("prior_nfe_budget", prior_nfe_budget)
     )
     stages, sweeps_per_stage = _plan(
         block, rho_start, num_stages, num_draws, budget, sweeps_per_stage

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rtk_blackjax._checks import check_bool, check_int, check_key, check_positive
 from rtk_blackjax.diffusion import _real_array, ou_mean_coef, ou_variance
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import Array, ArrayLike, PRNGKey
@@ -230,13 +231,20 @@ def gaussian(mean: ArrayLike, covariance: ArrayLike) -> Target:
         )
     if cov.ndim in (1, 2):
         cov = cov[None]
-    return gaussian_mixture(mean[None], cov, None)
+    try:
+        return gaussian_mixture(mean[None], cov, None)
+    except ValueError as err:  # its message names the mixture's arguments
+        raise ValueError(
+            f"mean and covariance must give a valid Gaussian: {err}"
+        ) from err
 
 
 def sample_mixture(
     rng_key: PRNGKey, params: GaussianMixture, num_samples: int, t: float = 0.0
 ) -> Array:
     """Exact draws from ``p_t`` (``t = 0``: the mixture itself), shape ``(n, d)``."""
+    rng_key = check_key("rng_key", rng_key)
+    num_samples = check_int("num_samples", num_samples, minimum=0)
     key_comp, key_noise = jax.random.split(rng_key)
     comps = jax.random.choice(
         key_comp, params.num_components, (num_samples,), p=params.weights
@@ -299,8 +307,8 @@ def chessboard_mixture(dim: int = 10, variance: float = 0.007) -> GaussianMixtur
     0.375}``, cells with even ``i + j``), all other coordinates mean 0, every
     covariance ``variance * I``.
     """
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 2:
-        raise ValueError(f"dim must be an integer >= 2 for the chessboard, got {dim!r}")
+    dim = check_int("dim", dim, minimum=2)  # the board lives in the first two
+    check_positive("variance", variance)
     centres = (np.arange(4) - 1.5) * 0.25
     cells = [(centres[i], centres[j]) for i in range(4) for j in range(4)]
     black = [cells[4 * i + j] for i in range(4) for j in range(4) if (i + j) % 2 == 0]
@@ -320,10 +328,9 @@ def random_mixture(
     log-uniform in ``[0.5, 2]`` (diagonal ``e`` only when ``diagonal``), so every
     component is well inside the unit box and the modes are separated.
     """
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}")
-    if num_components < 1:
-        raise ValueError(f"num_components must be >= 1, got {num_components!r}")
+    dim = check_int("dim", dim, minimum=1)
+    num_components = check_int("num_components", num_components, minimum=1)
+    diagonal = check_bool("diagonal", diagonal)
     rng = np.random.default_rng(seed)
     means = rng.uniform(-1.0, 1.0, size=(num_components, dim))
     weights = rng.dirichlet(5.0 * np.ones(num_components))

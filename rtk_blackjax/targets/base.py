@@ -62,4 +62,6 @@ def score_only(target: Target) -> Target:
 
     Used to compare score-only samplers honestly with energy-based ones.
     """
+    if not isinstance(target, Target):
+        raise TypeError(f"target must be an rtk_blackjax Target, got {target!r}")
     return target._replace(logdensity=None)

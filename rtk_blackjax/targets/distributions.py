@@ -213,7 +213,7 @@ def mixture_from_distribution(distribution: Distribution) -> GaussianMixture:
     """
     if not isinstance(distribution, Distribution):
         raise TypeError(
-            f"from_distribution expects a numpyro.distributions.Distribution, got "
+            f"distribution must be a numpyro.distributions.Distribution, got "
             f"{type(distribution).__name__}; {_SUPPORTED}."
         )
     try:

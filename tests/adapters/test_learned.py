@@ -174,7 +174,6 @@ def test_prior_predictive_sites():
         (np.full((32, 2), np.nan), {}, "NaN or inf"),
         (np.zeros((32, 2)), {"learning_rate": -1.0}, "learning_rate"),
         (np.zeros((32, 2)), {"num_steps": 0}, "num_steps"),
-        (np.zeros((32, 2)), {"batch_size": 1.5}, "batch_size"),
         (np.zeros((32, 2)), {"t_min": 1.0, "t_max": 0.5}, "t_max"),
         (np.zeros((32, 2)), {"ema": 1.0}, "ema"),
         (np.zeros((32, 2)), {"hidden": 0}, "hidden"),
@@ -188,6 +187,11 @@ def test_train_score_rejects_bad_input(samples, kwargs, match):
 def test_bad_key_and_types():
     with pytest.raises(TypeError, match="rng_key"):
         train_score(0, np.zeros((32, 2)), progress_bar=False)
+    # A non-integer count is the wrong kind: TypeError (rtk_blackjax._checks).
+    with pytest.raises(TypeError, match="batch_size"):
+        train_score(
+            jax.random.key(0), np.zeros((32, 2)), progress_bar=False, batch_size=1.5
+        )
     with pytest.raises(TypeError, match="TrainedScore or a ScoreNetwork"):
         learned_target(lambda x, t: x)
     net = make_score_network(jax.random.key(0), np.ones((32, 2)), hidden=4)
