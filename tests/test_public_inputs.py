@@ -42,10 +42,9 @@ MISSING = object()  # a bad "value": the argument left out
 # through its public name. ``__main__`` is the command line.
 SKIPPED_MODULES = {
     "rtk_blackjax.__main__": "the command line, not an API",
-    "rtk_blackjax.driver": "being split; rtk_blackjax.sample is covered by name",
-    "rtk_blackjax.bench": "benchmark code, moving out of the library",
-    "rtk_blackjax.overhead": "benchmark code, moving out of the library",
-    "rtk_blackjax.posterior.benchmark": "benchmark code, moving out of the library",
+    "rtk_blackjax.benchmarks.sampling": "benchmark scripts (CLI only), not the library",
+    "rtk_blackjax.benchmarks.overhead": "benchmark scripts (CLI only), not the library",
+    "rtk_blackjax.benchmarks.posterior": "benchmark scripts (CLI only), not the library",
 }
 
 _TRACED = "array arithmetic called inside traced code, where values are unknown"
@@ -68,6 +67,7 @@ EXEMPT = {
     "rtk_blackjax.mcmc.uld.stationary_variance": _TRACED,
     "rtk_blackjax.mcmc.uld.default_parameters": _TRACED,
     "rtk_blackjax.mcmc.inner.mala_step_size": _TRACED,
+    "rtk_blackjax.mcmc.adaptation.adapt_step_size": _TRACED,
     "rtk_blackjax.mcmc.rtk.segment_logdensity": _TRACED,
     "rtk_blackjax.diffusion.ou_mean_coef": _TRACED,
     "rtk_blackjax.diffusion.ou_variance": _TRACED,
@@ -674,6 +674,18 @@ CASES = {
             ("weights", [1.0], V),  # given without means
             ("exact_variance", np.ones(3), V),
             *_key(),
+        ],
+    ),
+    "rtk_blackjax.policy.configure": Case(
+        dict(method="rtk-mala", target=TARGET, nfe=105),
+        [
+            ("method", "x", V),
+            ("target", lambda x, t: -x, T),
+            ("nfe", 2.5, T),
+            ("nfe", 0, V),
+            ("segments", 1.5, T),
+            ("grid", "cosine", V),
+            ("horizon", "5", T),
         ],
     ),
     "rtk_blackjax.metrics.noise_floors": Case(

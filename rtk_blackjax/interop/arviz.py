@@ -294,8 +294,10 @@ def to_arviz(
     # Imported here: rtk_blackjax.posterior re-exports this function.
     from rtk_blackjax.posterior.base import PosteriorResult
 
-    if not isinstance(var_name, str) or not var_name:
+    if not isinstance(var_name, str):
         raise TypeError(f"var_name must be a non-empty string, got {var_name!r}")
+    if not var_name:
+        raise ValueError("var_name must be a non-empty string, got ''")
     model_samples = _model_samples_type()
     if isinstance(result, PosteriorResult):
         chains = int(np.shape(result.samples)[0]) if np.ndim(result.samples) else 0
