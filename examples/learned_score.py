@@ -31,7 +31,7 @@ from rtk_blackjax.adapters.learned import (
     train_score,
 )
 from rtk_blackjax.bench import TARGETS, configure, make_target
-from rtk_blackjax.driver import sample
+from rtk_blackjax.run import sample
 from rtk_blackjax.targets import mixture_variance, sample_mixture
 
 METHODS = ("rtk-mala-score", "rtk-uld")

@@ -122,7 +122,7 @@ def _demo(args) -> int:
     import numpy as np
 
     from rtk_blackjax.bench import configure, format_table, run_bench
-    from rtk_blackjax.driver import sample
+    from rtk_blackjax.run import sample
     from rtk_blackjax.targets import chessboard, sample_mixture
 
     rows = []

@@ -28,9 +28,9 @@ from rtk_blackjax.diffusion import (
     theory_segment_length,
     uniform_grid,
 )
-from rtk_blackjax.driver import sample
 from rtk_blackjax.mcmc import rtk as rtk_module
 from rtk_blackjax.mcmc.inner import mala_inner, score_mala_inner, uld_inner
+from rtk_blackjax.run import sample
 from rtk_blackjax.targets import (
     Target,
     chessboard,

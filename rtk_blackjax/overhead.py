@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rtk_blackjax.bench import configure
-from rtk_blackjax.driver import sample
+from rtk_blackjax.run import sample
 from rtk_blackjax.targets import Target, random_mog
 
 __all__ = [

@@ -61,11 +61,12 @@ from numpyro.distributions import constraints
 from numpyro.infer.util import initialize_model
 
 from rtk_blackjax.diffusion import _check_count, _check_positive, geometric_grid
-from rtk_blackjax.driver import NonFiniteSamplesError
 from rtk_blackjax.mcmc import rtk as rtk_module
 from rtk_blackjax.mcmc.inner import InnerKernel, mala_inner, score_mala_inner
 from rtk_blackjax.posterior.base import PosteriorResult
 from rtk_blackjax.posterior.prior import DiffusionPrior
+from rtk_blackjax.run.loop import run_segments
+from rtk_blackjax.run.policy import NonFiniteSamplesError
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import Array, ArrayLike, PRNGKey
 
@@ -136,27 +137,21 @@ class PriorBlock:
         return time_to_rho(self.times[k])
 
     def _run(self, rng_key: PRNGKey, position: Array, k0: ArrayLike):
-        t0 = self.times[k0]
-        state = rtk_module.RTKState(
-            position,
-            self.target.score(position, t0),
-            jnp.asarray(k0, jnp.int32),
-            jnp.asarray(1, jnp.int32),
-        )
+        k0 = jnp.asarray(k0, jnp.int32)
+        state = rtk_module.init(position, self.target, self.times, segment=k0)
 
-        def body(i, carry):
+        def step(key, carry, segment):
+            # The RTK step, plus running acceptance and finiteness summaries.
             state, acc_sum, acc_count, finite = carry
-            state, info = self.kernel(jax.random.fold_in(rng_key, i), state)
+            state, info = self.kernel(key, state, segment)
             ran = jnp.isfinite(info.acceptance_rate)
             acc_sum = acc_sum + jnp.where(ran, info.acceptance_rate, 0.0)
-            return state, acc_sum, acc_count + ran, finite & info.is_finite
+            return (state, acc_sum, acc_count + ran, finite & info.is_finite), None
 
         zero = jnp.zeros((), position.dtype)
-        state, acc_sum, acc_count, finite = jax.lax.fori_loop(
-            jnp.asarray(k0, jnp.int32),
-            self.num_segments,
-            body,
-            (state, zero, jnp.zeros((), jnp.int32), jnp.asarray(True)),
+        carry = (state, zero, jnp.zeros((), jnp.int32), jnp.asarray(True))
+        (state, acc_sum, acc_count, finite), _ = run_segments(
+            step, carry, rng_key, k0, self.num_segments - k0
         )
         acceptance = jnp.where(
             acc_count > 0, acc_sum / jnp.maximum(acc_count, 1), jnp.nan
