@@ -60,6 +60,7 @@ from jax.flatten_util import ravel_pytree
 from numpyro.distributions import constraints
 from numpyro.infer.util import initialize_model
 
+from rtk_blackjax._cache import ProgramCache, by_identity
 from rtk_blackjax.diffusion import _check_count, _check_positive, geometric_grid
 from rtk_blackjax.mcmc import rtk as rtk_module
 from rtk_blackjax.mcmc.inner import InnerKernel, mala_inner, score_mala_inner
@@ -562,7 +563,7 @@ def split_gibbs_linear_gaussian(
     )
 
 
-_PROGRAMS: dict = {}
+_PROGRAMS = ProgramCache(16)
 
 
 def _linear_gaussian_programs(prior, block_args, num_chains, d_y, dim, dtype):
@@ -570,21 +571,17 @@ def _linear_gaussian_programs(prior, block_args, num_chains, d_y, dim, dtype):
 
     The observation model ``(A, y, σ²)`` is an argument of the programs, not a
     constant baked into them, so a benchmark over many problems of one shape
-    compiles once (the cache holds the prior and inner kernel, so their ids stay
-    valid).
+    compiles once (the cache key holds the prior and inner kernel themselves).
     """
     inner = block_args[4]
-    key = (id(prior), id(inner), block_args[:4], block_args[5], num_chains, d_y, dim)
-    key = key + (str(dtype),)
-    hit = _PROGRAMS.get(key)
-    if hit is not None and hit[0] is prior and hit[1] is inner:
-        return hit[2]
-    if len(_PROGRAMS) > 16:
-        _PROGRAMS.clear()
-    block = _annealed_prior_block(prior, *block_args)
-    programs = (block, *_build_linear_gaussian_programs(block, num_chains, d_y))
-    _PROGRAMS[key] = (prior, inner, programs)
-    return programs
+    key = (by_identity(prior), by_identity(inner), block_args[:4], block_args[5])
+    key = key + (num_chains, d_y, dim, str(dtype))
+
+    def build():
+        block = _annealed_prior_block(prior, *block_args)
+        return (block, *_build_linear_gaussian_programs(block, num_chains, d_y))
+
+    return _PROGRAMS.get(key, build)
 
 
 def _build_linear_gaussian_programs(block, num_chains, d_y):
