@@ -152,10 +152,10 @@ def sample(
     Particles start from ``N(0, I)`` at the horizon and run through all segments
     of a ``lax.scan`` over ``vmap``-ed particles; segment times are traced values,
     so the sampler compiles once whatever the number of segments, and compiled
-    programs are reused by later calls with the same algorithm and shapes. A state
-    with an integer ``step`` field (every state of this package) has it read as the
-    segment index, equal for all particles, and passed to ``algorithm.step``
-    unbatched, so per-segment work is done once per segment, not per particle.
+    programs are reused by later calls with the same algorithm and shapes. The
+    segment index, equal for all particles, is passed to
+    ``algorithm.step(key, state, segment)`` unbatched, so per-segment work is done
+    once per segment, not per particle.
 
     **Determinism.** Sample ``i`` is particle ``start_index + i`` of the stream
     ``rng_key``: all its random numbers come from
@@ -211,9 +211,9 @@ def sample(
         state of the chunk in progress, the outputs of completed chunks). Calling
         ``sample`` again with the same arguments resumes from the last save and
         gives bit-identical results; a different run (key, grid, sizes, state
-        shapes, ...) in the same directory is refused with a ``ValueError``. The
-        target's functions cannot be fingerprinted: do not change them between an
-        interruption and its resume.
+        shapes, ...) in the same directory is refused with a ``ValueError``, and so
+        is another algorithm (another target, inner kernel, step-size rule or
+        parameter: the fingerprint holds a hash of its traced program).
     checkpoint_every
         Segments between checkpoints (compiles at most two segment-block lengths).
     checkpoint_callback
