@@ -21,7 +21,6 @@ from rtk_blackjax.diffusion import (
     uniform_grid,
     validate_grid,
 )
-from rtk_blackjax.driver import NonFiniteSamplesError, SampleResult, sample
 from rtk_blackjax.mcmc import rtk as _rtk
 from rtk_blackjax.mcmc import uld as _uld
 from rtk_blackjax.mcmc.inner import (
@@ -33,6 +32,7 @@ from rtk_blackjax.mcmc.inner import (
     score_mala_inner,
     uld_inner,
 )
+from rtk_blackjax.run import NonFiniteSamplesError, SampleResult, sample
 
 rtk = generate_top_level_api_from(_rtk)
 uld = generate_top_level_api_from(_uld)

@@ -2,7 +2,8 @@
 
 Each is a :class:`rtk_blackjax.mcmc.rtk.DiffusionAlgorithm` (``init``, ``step``,
 ``times``), so :func:`rtk_blackjax.sample` runs them exactly like RTK and counts their
-NFE the same way. One ``step`` runs one grid segment.
+NFE the same way. One ``step(rng_key, state, segment=None)`` runs one grid segment
+(``segment``, or ``state.step`` when ``None``).
 
 * :func:`ddpm` — the exponential integrator of the reverse SDE (DDPM / "DDPM with
   exponential integrator"): ``x = e^h y + 2(e^h - 1) score(y, t_k) + sqrt(e^{2h}-1) ξ``.
@@ -46,7 +47,7 @@ from rtk_blackjax._checks import check_bool, check_choice, check_int, check_posi
 from rtk_blackjax.diffusion import ou_mean_coef, ou_variance, validate_grid
 from rtk_blackjax.mcmc.rtk import DiffusionAlgorithm, _all_finite, check_position
 from rtk_blackjax.targets.base import Target
-from rtk_blackjax.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
+from rtk_blackjax.types import Array, ArrayLike, ArrayLikeTree, ArrayTree, PRNGKey
 
 __all__ = [
     "DiffusionState",
@@ -114,6 +115,11 @@ def _check_target(target: Target) -> None:
         raise TypeError(f"target must be an rtk_blackjax Target, got {target!r}")
 
 
+def _segment(state, segment: ArrayLike | None) -> Array:
+    """The segment a step runs: ``segment``, or the state's counter when ``None``."""
+    return state.step if segment is None else jnp.asarray(segment, jnp.int32)
+
+
 def _build(target: Target, times, update: Callable) -> DiffusionAlgorithm:
     _check_target(target)
     times = validate_grid(times)
@@ -125,8 +131,8 @@ def _build(target: Target, times, update: Callable) -> DiffusionAlgorithm:
             position, jnp.asarray(0, jnp.int32), jnp.asarray(0, jnp.int32)
         )
 
-    def step_fn(rng_key: PRNGKey, state: DiffusionState):
-        k = state.step
+    def step_fn(rng_key: PRNGKey, state: DiffusionState, segment=None):
+        k = _segment(state, segment)
         t_start, t_end = times[k], times[k + 1]
         score = target.score(state.position, t_start)
         position = update(rng_key, state.position, score, t_start, t_end)
@@ -312,9 +318,9 @@ def dpm_solver_pp(target: Target, times) -> DiffusionAlgorithm:
             jnp.zeros((), times.dtype),
         )
 
-    def step_fn(rng_key: PRNGKey, state: DPMSolverState):
+    def step_fn(rng_key: PRNGKey, state: DPMSolverState, segment=None):
         del rng_key
-        k, y = state.step, state.position
+        k, y = _segment(state, segment), state.position
         t_start, t_end = times[k], times[k + 1]
         a_start, s2_start = ou_mean_coef(t_start), ou_variance(t_start)
         a_end, s2_end = ou_mean_coef(t_end), ou_variance(t_end)
@@ -410,9 +416,9 @@ def heun_pf_ode(target: Target, times) -> DiffusionAlgorithm:
         del rng_key
         return DiffusionState(_as_position(position), _int(0), _int(0))
 
-    def step_fn(rng_key: PRNGKey, state: DiffusionState):
+    def step_fn(rng_key: PRNGKey, state: DiffusionState, segment=None):
         del rng_key
-        k = state.step
+        k = _segment(state, segment)
         t_start, t_end = times[k], times[k + 1]
         a_start, a_end = ou_mean_coef(t_start), ou_mean_coef(t_end)
         sigma_start = jnp.sqrt(jnp.expm1(2.0 * t_start))
@@ -539,8 +545,8 @@ def predictor_corrector(
         del rng_key
         return DiffusionState(_as_position(position), _int(0), _int(0))
 
-    def step_fn(rng_key: PRNGKey, state: DiffusionState):
-        k, y = state.step, state.position
+    def step_fn(rng_key: PRNGKey, state: DiffusionState, segment=None):
+        k, y = _segment(state, segment), state.position
         t_start, t_end = times[k], times[k + 1]
         key_predictor, key_corrector = jax.random.split(rng_key)
         x = predictor(key_predictor, y, target.score(y, t_start), t_start, t_end)

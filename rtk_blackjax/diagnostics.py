@@ -4,7 +4,7 @@ Two questions, two tools:
 
 * *What did the run produce?* :func:`to_arviz` (the package's one ArviZ converter,
   :mod:`rtk_blackjax.interop.arviz`, re-exported here) turns a
-  :class:`~rtk_blackjax.driver.SampleResult` (or any other result of the package)
+  :class:`~rtk_blackjax.run.SampleResult` (or any other result of the package)
   into ArviZ data: a ``posterior`` group ``(chain, draw, ...)`` and a
   ``sample_stats`` group with NFE, per-segment acceptance and non-finite flags.
   RTK particles are independent, so "chains" are
@@ -44,10 +44,17 @@ from rtk_blackjax._checks import (
     check_positive,
 )
 from rtk_blackjax.diffusion import validate_grid
-from rtk_blackjax.driver import _template
 from rtk_blackjax.interop.arviz import to_arviz
 from rtk_blackjax.mcmc import rtk as rtk_module
 from rtk_blackjax.mcmc.inner import InnerKernel, mala_inner
+from rtk_blackjax.run import chain_key as particle_chain_key
+from rtk_blackjax.run import (
+    init_particle,
+    particle_key,
+    run_segments,
+    segment_key,
+)
+from rtk_blackjax.run.layout import position_template
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import ArrayLikeTree, PRNGKey
 
@@ -124,28 +131,30 @@ def _replay(
 ):
     """States entering every segment, segment keys and NFE of particles 0..P-1.
 
-    Uses the key scheme of :func:`rtk_blackjax.sample` (particle ``i`` draws from
-    ``fold_in(rng_key, i)``: its start from ``fold_in(., 0)``, segment ``k`` from
-    ``fold_in(fold_in(., 1), k)``), so particle ``i`` here is sample ``i`` of
+    Runs the segment loop and key scheme of :func:`rtk_blackjax.sample`
+    (:mod:`rtk_blackjax.run.loop`), so particle ``i`` here is sample ``i`` of
     ``rb.sample(rng_key, algorithm, ...)``.
     """
-    leaves, treedef = jax.tree.flatten(template)
     num_segments = algorithm.num_segments
 
     def one(i):
-        particle_key = jax.random.fold_in(rng_key, i)
-        keys = jax.random.split(jax.random.fold_in(particle_key, 0), len(leaves))
-        noise = [jax.random.normal(k, s.shape, s.dtype) for k, s in zip(keys, leaves)]
-        state = algorithm.init(jax.tree.unflatten(treedef, noise))
-        chain_key = jax.random.fold_in(particle_key, 1)
-
-        def body(state, k):
-            seg_key = jax.random.fold_in(chain_key, k)
-            new_state, _ = algorithm.step(seg_key, state._replace(step=k))
-            return new_state, (state, seg_key)
-
-        final, (states, seg_keys) = jax.lax.scan(
-            body, state, jnp.arange(num_segments, dtype=jnp.int32)
+        key = particle_key(rng_key, i)
+        state = init_particle(algorithm.init, key, template)
+        chain_key = particle_chain_key(key)
+        final, after = run_segments(
+            algorithm.step,
+            state,
+            chain_key,
+            0,
+            num_segments,
+            transform=lambda state, info: state,
+        )
+        # The state entering segment k is the one leaving segment k - 1.
+        states = jax.tree.map(
+            lambda first, rest: jnp.concatenate([first[None], rest[:-1]]), state, after
+        )
+        seg_keys = jax.vmap(segment_key, (None, 0))(
+            chain_key, jnp.arange(num_segments, dtype=jnp.int32)
         )
         return states, seg_keys, final.num_evaluations
 
@@ -281,7 +290,7 @@ def segment_diagnostics(
             f"segments must be indices in [0, {num_segments - 1}], got {segments}"
         )
     # Same template rules as rb.sample (dim xor position_like).
-    template = _template(dim, position_like)
+    template = position_template(dim, position_like)
 
     num_steps = num_warmup + num_draws
 

@@ -379,7 +379,7 @@ def build_kernel(
     adapt_step_size: bool = True,
     reference: GaussianReference | None = None,
 ) -> Callable:
-    """Build ``kernel(rng_key, state) -> (state, info)`` running one segment.
+    """Build ``kernel(rng_key, state, segment=None) -> (state, info)``: one segment.
 
     Parameters
     ----------
@@ -436,9 +436,9 @@ def build_kernel(
     value_and_grad = jax.value_and_grad(logdensity_fn)
 
     def kernel(
-        rng_key: PRNGKey, state: LogDensityRTKState
+        rng_key: PRNGKey, state: LogDensityRTKState, segment: ArrayLike | None = None
     ) -> tuple[LogDensityRTKState, LogDensityRTKInfo]:
-        k = state.step
+        k = state.step if segment is None else jnp.asarray(segment, jnp.int32)
         t_start, t_end = times[k], times[k + 1]
         y, x0 = state.position, state.denoised
         dtype = y.dtype
@@ -719,7 +719,8 @@ def adapt_reference(
     >>> pilot.reference.variances.shape, pilot.num_evaluations > 0
     ((2,), True)
     """
-    from rtk_blackjax.driver import sample
+    from rtk_blackjax.run import sample
+    from rtk_blackjax.run.policy import low_acceptance_hint
 
     rng_key = check_key("rng_key", rng_key)
     num_rounds = check_int("num_rounds", num_rounds, minimum=1)
@@ -734,14 +735,17 @@ def adapt_reference(
             init_spread=init_spread if r == 0 else 0.0,
             **algorithm_kwargs,
         )
-        result = sample(
-            jax.random.fold_in(rng_key, r),
-            algorithm,
-            num_particles,
-            dim=dim,
-            on_nonfinite="mask",
-            return_info=False,
-        )
+        # A pilot round is not the user's run: its first rounds, before the
+        # reference fits, may accept little, and that is what the rounds are for.
+        with low_acceptance_hint(None):
+            result = sample(
+                jax.random.fold_in(rng_key, r),
+                algorithm,
+                num_particles,
+                dim=dim,
+                on_nonfinite="mask",
+                return_info=False,
+            )
         total += int(result.num_evaluations) * num_particles
         finite = np.asarray(result.finite)
         if finite.sum() < 2:
@@ -808,7 +812,8 @@ def sample_model(
     ((100,), True)
     """
     from rtk_blackjax.adapters.numpyro_model import model_density
-    from rtk_blackjax.driver import sample
+    from rtk_blackjax.run import sample
+    from rtk_blackjax.run.policy import low_acceptance_hint
 
     rng_key = check_key("rng_key", rng_key)
     num_samples = check_int("num_samples", num_samples, minimum=1)
@@ -838,6 +843,9 @@ def sample_model(
         initial_position=md.initial_position if reference is None else None,
         **kwargs,
     )
-    result = sample(key_run, algorithm, num_samples, dim=md.dim)
+    # The knobs a sample_model caller has: the grid.
+    hint = "pass sample_model a finer grid (times with more, shorter segments)"
+    with low_acceptance_hint(hint):
+        result = sample(key_run, algorithm, num_samples, dim=md.dim)
     samples = jax.vmap(md.postprocess_fn)(result.samples)
     return ModelSamples(samples, result, reference, pilot_evaluations)

@@ -39,6 +39,7 @@ from rtk_blackjax.adapters.logdensity import (
     default_schedule,
 )
 from rtk_blackjax.adapters.numpyro_model import ModelDensity, model_density
+from rtk_blackjax.run.loop import run_segments
 from rtk_blackjax.types import Array, PRNGKey
 
 __all__ = ["RTKKernelState", "RTKKernel"]
@@ -203,13 +204,13 @@ class RTKKernel(MCMCKernel):
             key_start, key_chain = jax.random.split(rng_key)
             y = jax.random.normal(key_start, (dim,), md.initial_position.dtype)
             state = algorithm.init(y)
-
-            def body(state, k):
-                state, info = algorithm.step(jax.random.fold_in(key_chain, k), state)
-                return state, (info.acceptance_rate, info.is_finite)
-
-            state, (acc, finite) = jax.lax.scan(
-                body, state, jnp.arange(num_segments, dtype=jnp.int32)
+            state, (acc, finite) = run_segments(
+                algorithm.step,
+                state,
+                key_chain,
+                0,
+                num_segments,
+                transform=lambda state, info: (info.acceptance_rate, info.is_finite),
             )
             return state.position, state.num_evaluations, jnp.nanmean(acc), finite
 

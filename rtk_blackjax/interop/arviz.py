@@ -1,6 +1,6 @@
 """ArviZ data from every result type of the package: one converter, :func:`to_arviz`.
 
-* :class:`~rtk_blackjax.driver.SampleResult` (what :func:`rtk_blackjax.sample`
+* :class:`~rtk_blackjax.run.SampleResult` (what :func:`rtk_blackjax.sample`
   returns): independent particles grouped into ``num_chains`` chains, with NFE,
   non-finite flags and every per-segment info field in ``sample_stats``;
 * :class:`~rtk_blackjax.posterior.PosteriorResult` (split Gibbs, SMC, DPS, NUTS):
@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from rtk_blackjax._checks import check_int
-from rtk_blackjax.driver import SampleResult
+from rtk_blackjax.run.sampling import SampleResult
 
 __all__ = ["to_arviz"]
 
@@ -222,7 +222,7 @@ def to_arviz(
 ):
     """Convert any result of the package to ArviZ data (``posterior``, ``sample_stats``).
 
-    * A :class:`~rtk_blackjax.driver.SampleResult`: sample ``i`` becomes draw
+    * A :class:`~rtk_blackjax.run.SampleResult`: sample ``i`` becomes draw
       ``i % D`` of chain ``i // D`` with ``D = num_samples / num_chains``. RTK
       particles are independent, so the chains are only a grouping: R-hat ≈ 1 and
       ESS ≈ ``num_samples`` are what a correct run gives (a check on the driver,

@@ -43,7 +43,7 @@ from rtk_blackjax._checks import check_choice, check_key, check_positive
 from rtk_blackjax.diffusion import ou_variance, transition_coefs, validate_grid
 from rtk_blackjax.mcmc.inner import InnerKernel, SegmentGeometry, mala_inner
 from rtk_blackjax.targets.base import Target
-from rtk_blackjax.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
+from rtk_blackjax.types import Array, ArrayLike, ArrayLikeTree, ArrayTree, PRNGKey
 
 __all__ = [
     "RTKState",
@@ -115,9 +115,11 @@ class RTKInfo(NamedTuple):
 class DiffusionAlgorithm(NamedTuple):
     """A reverse-diffusion sampler: BlackJAX's ``SamplingAlgorithm`` plus its grid.
 
-    ``init(position, rng_key=None)`` and ``step(rng_key, state)`` as in BlackJAX;
-    one ``step`` runs one segment of ``times``. :func:`rtk_blackjax.sample` runs all
-    of them for many particles.
+    ``init(position, rng_key=None)`` and ``step(rng_key, state, segment=None)`` as
+    in BlackJAX; one ``step`` runs one segment of ``times``: ``segment``, or the
+    state's own ``step`` counter when ``None`` (so the manual loop
+    ``state, info = alg.step(key, state)`` works). :func:`rtk_blackjax.sample` runs
+    all of them for many particles, passing the segment index explicitly.
     """
 
     init: Callable
@@ -213,12 +215,18 @@ def check_position(position: ArrayLikeTree) -> ArrayTree:
     return jax.tree.unflatten(treedef, arrays)
 
 
-def init(position: ArrayLikeTree, target: Target, times: Array) -> RTKState:
-    """Start a particle at ``position`` (a draw from ``N(0, I)``) at ``t = times[0]``."""
+def init(
+    position: ArrayLikeTree, target: Target, times: Array, segment: ArrayLike = 0
+) -> RTKState:
+    """Start a particle at ``position`` at ``t = times[segment]``.
+
+    ``segment = 0`` (default): at the horizon, ``position`` a draw from ``N(0, I)``;
+    a later segment (may be traced) starts a chain part-way down the grid.
+    """
     position = check_position(position)
-    score = target.score(position, times[0])
+    score = target.score(position, times[segment])
     return RTKState(
-        position, score, jnp.asarray(0, jnp.int32), jnp.asarray(1, jnp.int32)
+        position, score, jnp.asarray(segment, jnp.int32), jnp.asarray(1, jnp.int32)
     )
 
 
@@ -452,7 +460,9 @@ def build_kernel(
     curvature: str = "secant",
     secant_scale: float = 1.0,
 ) -> Callable:
-    """Build the RTK kernel ``kernel(rng_key, state) -> (state, info)``: one segment.
+    """Build the RTK kernel ``kernel(rng_key, state, segment=None) -> (state, info)``.
+
+    One call runs one segment: ``segment`` (``None``: ``state.step``).
 
     Parameters
     ----------
@@ -493,8 +503,10 @@ def build_kernel(
     needs_energy = inner.needs_logdensity and steps_per_segment.max() > 0
     logdensity_t = _log_p_for(target, inner, needs_energy)
 
-    def kernel(rng_key: PRNGKey, state: RTKState) -> tuple[RTKState, RTKInfo]:
-        k = state.step
+    def kernel(
+        rng_key: PRNGKey, state: RTKState, segment: ArrayLike | None = None
+    ) -> tuple[RTKState, RTKInfo]:
+        k = state.step if segment is None else jnp.asarray(segment, jnp.int32)
         y = state.position
         problem = _segment_problem(
             target,
@@ -631,8 +643,10 @@ def as_top_level_api(
         del rng_key
         return init(position, target, times)
 
-    def step_fn(rng_key: PRNGKey, state: RTKState) -> tuple[RTKState, RTKInfo]:
+    def step_fn(
+        rng_key: PRNGKey, state: RTKState, segment: ArrayLike | None = None
+    ) -> tuple[RTKState, RTKInfo]:
         # Dtype and shape only: works on traced keys too (the driver vmaps this).
-        return kernel(check_key("rng_key", rng_key), state)
+        return kernel(check_key("rng_key", rng_key), state, segment)
 
     return DiffusionAlgorithm(init_fn, step_fn, times)

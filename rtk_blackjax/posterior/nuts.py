@@ -16,6 +16,7 @@ import blackjax
 import jax
 import jax.numpy as jnp
 
+from rtk_blackjax._cache import ProgramCache, by_identity
 from rtk_blackjax._checks import check_fraction, check_int, check_key
 from rtk_blackjax.posterior.base import PosteriorResult, check_linear_gaussian
 from rtk_blackjax.targets.analytic import sample_mixture
@@ -25,18 +26,18 @@ from rtk_blackjax.types import ArrayLike, PRNGKey
 __all__ = ["nuts_linear_gaussian"]
 
 
-_RUN_CACHE: dict = {}
+_RUNS = ProgramCache(16)
 
 
 def _get_run(prior, num_draws, num_warmup, target_acceptance_rate):
     """One compiled program per prior object and run length, reused across problems."""
-    key = (id(prior), num_draws, num_warmup, target_acceptance_rate)
-    hit = _RUN_CACHE.get(key)
-    if hit is not None and hit[0] is prior:
-        return hit[1]
-    if len(_RUN_CACHE) > 16:
-        _RUN_CACHE.clear()
+    key = (by_identity(prior), num_draws, num_warmup, target_acceptance_rate)
+    return _RUNS.get(
+        key, lambda: _build_run(prior, num_draws, num_warmup, target_acceptance_rate)
+    )
 
+
+def _build_run(prior, num_draws, num_warmup, target_acceptance_rate):
     def one_chain(key, x0, A, y, sigma2):
         def logdensity(x):
             r = y - A @ x
@@ -59,9 +60,7 @@ def _get_run(prior, num_draws, num_warmup, target_acceptance_rate):
         warm_steps = jnp.sum(adapt.info.num_integration_steps)
         return xs, acc, jnp.sum(steps) + warm_steps, params["step_size"]
 
-    run = jax.jit(jax.vmap(one_chain, in_axes=(0, 0, None, None, None)))
-    _RUN_CACHE[key] = (prior, run)
-    return run
+    return jax.jit(jax.vmap(one_chain, in_axes=(0, 0, None, None, None)))
 
 
 def nuts_linear_gaussian(

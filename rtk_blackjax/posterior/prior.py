@@ -22,9 +22,10 @@ import numpy as np
 from numpyro.distributions import Distribution, constraints
 
 from rtk_blackjax._checks import check_int
-from rtk_blackjax.driver import NonFiniteSamplesError
 from rtk_blackjax.mcmc.rtk import DiffusionAlgorithm
 from rtk_blackjax.policy import configure
+from rtk_blackjax.run.loop import run_segments
+from rtk_blackjax.run.policy import NonFiniteSamplesError
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import Array, ArrayLike, PRNGKey
 
@@ -169,12 +170,9 @@ class DiffusionPrior(Distribution):
         key_start, key_run = jax.random.split(rng_key)
         x_horizon = jax.random.normal(key_start, (self.dim,), jnp.result_type(float))
         state = self.algorithm.init(x_horizon)
-
-        def body(k, state):
-            state, _ = self.algorithm.step(jax.random.fold_in(key_run, k), state)
-            return state
-
-        state = jax.lax.fori_loop(0, self.algorithm.num_segments, body, state)
+        state, _ = run_segments(
+            self.algorithm.step, state, key_run, 0, self.algorithm.num_segments
+        )
         return state.position
 
     def sample(self, key: PRNGKey, sample_shape: tuple = ()) -> Array:
@@ -205,12 +203,9 @@ class DiffusionPrior(Distribution):
 
     def _count_one(self, rng_key: PRNGKey) -> Array:
         state = self.algorithm.init(jnp.zeros(self.dim))
-
-        def body(k, state):
-            state, _ = self.algorithm.step(jax.random.fold_in(rng_key, k), state)
-            return state
-
-        state = jax.lax.fori_loop(0, self.algorithm.num_segments, body, state)
+        state, _ = run_segments(
+            self.algorithm.step, state, rng_key, 0, self.algorithm.num_segments
+        )
         return state.num_evaluations
 
     def log_prob(self, value: ArrayLike) -> Array:

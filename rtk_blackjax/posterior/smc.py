@@ -67,6 +67,7 @@ import numpy as np
 from blackjax.smc.ess import ess as effective_sample_size
 from blackjax.smc.resampling import systematic
 
+from rtk_blackjax._cache import ProgramCache, by_identity, by_value
 from rtk_blackjax._checks import (
     check_choice,
     check_fraction,
@@ -440,14 +441,14 @@ def _covariance_factor(prior, prior_covariance, dim):
     return eigvals, eigvecs
 
 
-_RUN_CACHE: dict = {}
+_RUNS = ProgramCache(16)
 
 
 def _get_run(prior, times, n, num_steps, step_scale, threshold, dim, twist):
     """Compiled runs are reused across problems with the same prior object and grid."""
     key = (
-        id(prior),
-        np.asarray(times).tobytes(),
+        by_identity(prior),
+        by_value(times),
         n,
         num_steps,
         step_scale,
@@ -455,14 +456,12 @@ def _get_run(prior, times, n, num_steps, step_scale, threshold, dim, twist):
         dim,
         twist,
     )
-    hit = _RUN_CACHE.get(key)
-    if hit is not None and hit[0] is prior:
-        return hit[1]
-    if len(_RUN_CACHE) > 16:
-        _RUN_CACHE.clear()
-    run = _build_run(prior, times, n, num_steps, step_scale, threshold, dim, twist)
-    _RUN_CACHE[key] = (prior, run)
-    return run
+    return _RUNS.get(
+        key,
+        lambda: _build_run(
+            prior, times, n, num_steps, step_scale, threshold, dim, twist
+        ),
+    )
 
 
 def _build_run(prior, times, n, num_steps, step_scale, threshold, dim, twist):

@@ -61,6 +61,7 @@ from jax.flatten_util import ravel_pytree
 from numpyro.distributions import constraints
 from numpyro.infer.util import initialize_model
 
+from rtk_blackjax._cache import ProgramCache, by_identity
 from rtk_blackjax._checks import (
     check_bool,
     check_callable,
@@ -70,13 +71,14 @@ from rtk_blackjax._checks import (
     check_positive,
 )
 from rtk_blackjax.diffusion import geometric_grid
-from rtk_blackjax.driver import NonFiniteSamplesError
 from rtk_blackjax.interop.arviz import to_arviz  # re-exported (one converter)
 from rtk_blackjax.mcmc import rtk as rtk_module
 from rtk_blackjax.mcmc.adaptation import MALA_TARGET_ACCEPTANCE, adapt_step_size
 from rtk_blackjax.mcmc.inner import InnerKernel, mala_inner, score_mala_inner
 from rtk_blackjax.posterior.base import PosteriorResult
 from rtk_blackjax.posterior.prior import DiffusionPrior
+from rtk_blackjax.run.loop import run_segments
+from rtk_blackjax.run.policy import NonFiniteSamplesError
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import Array, ArrayLike, PRNGKey
 
@@ -147,27 +149,21 @@ class PriorBlock:
         return time_to_rho(self.times[k])
 
     def _run(self, rng_key: PRNGKey, position: Array, k0: ArrayLike):
-        t0 = self.times[k0]
-        state = rtk_module.RTKState(
-            position,
-            self.target.score(position, t0),
-            jnp.asarray(k0, jnp.int32),
-            jnp.asarray(1, jnp.int32),
-        )
+        k0 = jnp.asarray(k0, jnp.int32)
+        state = rtk_module.init(position, self.target, self.times, segment=k0)
 
-        def body(i, carry):
+        def step(key, carry, segment):
+            # The RTK step, plus running acceptance and finiteness summaries.
             state, acc_sum, acc_count, finite = carry
-            state, info = self.kernel(jax.random.fold_in(rng_key, i), state)
+            state, info = self.kernel(key, state, segment)
             ran = jnp.isfinite(info.acceptance_rate)
             acc_sum = acc_sum + jnp.where(ran, info.acceptance_rate, 0.0)
-            return state, acc_sum, acc_count + ran, finite & info.is_finite
+            return (state, acc_sum, acc_count + ran, finite & info.is_finite), None
 
         zero = jnp.zeros((), position.dtype)
-        state, acc_sum, acc_count, finite = jax.lax.fori_loop(
-            jnp.asarray(k0, jnp.int32),
-            self.num_segments,
-            body,
-            (state, zero, jnp.zeros((), jnp.int32), jnp.asarray(True)),
+        carry = (state, zero, jnp.zeros((), jnp.int32), jnp.asarray(True))
+        (state, acc_sum, acc_count, finite), _ = run_segments(
+            step, carry, rng_key, k0, self.num_segments - k0
         )
         acceptance = jnp.where(
             acc_count > 0, acc_sum / jnp.maximum(acc_count, 1), jnp.nan
@@ -557,7 +553,7 @@ def split_gibbs_linear_gaussian(
     )
 
 
-_PROGRAMS: dict = {}
+_PROGRAMS = ProgramCache(16)
 
 
 def _linear_gaussian_programs(prior, block_args, num_chains, d_y, dim, dtype):
@@ -565,21 +561,17 @@ def _linear_gaussian_programs(prior, block_args, num_chains, d_y, dim, dtype):
 
     The observation model ``(A, y, σ²)`` is an argument of the programs, not a
     constant baked into them, so a benchmark over many problems of one shape
-    compiles once (the cache holds the prior and inner kernel, so their ids stay
-    valid).
+    compiles once (the cache key holds the prior and inner kernel themselves).
     """
     inner = block_args[4]
-    key = (id(prior), id(inner), block_args[:4], block_args[5], num_chains, d_y, dim)
-    key = key + (str(dtype),)
-    hit = _PROGRAMS.get(key)
-    if hit is not None and hit[0] is prior and hit[1] is inner:
-        return hit[2]
-    if len(_PROGRAMS) > 16:
-        _PROGRAMS.clear()
-    block = _annealed_prior_block(prior, *block_args)
-    programs = (block, *_build_linear_gaussian_programs(block, num_chains, d_y))
-    _PROGRAMS[key] = (prior, inner, programs)
-    return programs
+    key = (by_identity(prior), by_identity(inner), block_args[:4], block_args[5])
+    key = key + (num_chains, d_y, dim, str(dtype))
+
+    def build():
+        block = _annealed_prior_block(prior, *block_args)
+        return (block, *_build_linear_gaussian_programs(block, num_chains, d_y))
+
+    return _PROGRAMS.get(key, build)
 
 
 def _build_linear_gaussian_programs(block, num_chains, d_y):
