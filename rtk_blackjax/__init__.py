@@ -25,14 +25,16 @@ from rtk_blackjax.driver import NonFiniteSamplesError, SampleResult, sample
 from rtk_blackjax.mcmc import rtk as _rtk
 from rtk_blackjax.mcmc import uld as _uld
 from rtk_blackjax.mcmc.inner import (
+    InnerCost,
+    InnerInfo,
     InnerKernel,
-    SegmentGeometry,
     independence_inner,
     inner_kernel,
     mala_inner,
     score_mala_inner,
     uld_inner,
 )
+from rtk_blackjax.segment import SegmentGeometry
 
 rtk = generate_top_level_api_from(_rtk)
 uld = generate_top_level_api_from(_uld)
@@ -78,6 +80,8 @@ __all__ = [
     "SampleResult",
     "NonFiniteSamplesError",
     "InnerKernel",
+    "InnerCost",
+    "InnerInfo",
     "SegmentGeometry",
     "inner_kernel",
     "mala_inner",

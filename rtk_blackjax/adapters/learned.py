@@ -53,6 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rtk_blackjax.diffusion import ou_mean_coef, ou_variance
 from rtk_blackjax.targets.base import Target, from_score
 from rtk_blackjax.types import Array, ArrayLike, PRNGKey
 
@@ -75,11 +76,6 @@ _MIN_SAMPLES = 16
 # ---------------------------------------------------------------------------
 # The network
 # ---------------------------------------------------------------------------
-
-
-def _ou(t: Array) -> tuple[Array, Array]:
-    """``(a_t, s_t^2)``; ``-expm1`` keeps ``s_t^2`` accurate at tiny ``t``."""
-    return jnp.exp(-t), -jnp.expm1(-2.0 * t)
 
 
 def _time_embedding(c_noise: Array, num_frequencies: int) -> Array:
@@ -125,7 +121,7 @@ class ScoreNetwork(eqx.Module):
 
     def _pieces(self, x: Array, t: ArrayLike):
         t = jnp.maximum(jnp.asarray(t, x.dtype), self.t_min)
-        a, s2 = _ou(t)
+        a, s2 = ou_mean_coef(t), ou_variance(t)
         mu = jax.lax.stop_gradient(self.data_mean)
         sd = jax.lax.stop_gradient(self.data_std)
         total = s2 + (a * sd) ** 2  # variance of x_t for Gaussian data (μ, σ_d²)
@@ -224,7 +220,7 @@ def dsm_loss(
     net = eqx.tree_at(lambda n: n.mlp, network, mlp)
 
     def one(x0_i, t_i, eps_i):
-        a, s2 = _ou(t_i)
+        a, s2 = ou_mean_coef(t_i), ou_variance(t_i)
         xt = a * x0_i + jnp.sqrt(s2) * eps_i
         *_, mu, sd, total, f = net._pieces(xt, t_i)
         sigma2 = s2 / a**2

@@ -217,14 +217,6 @@ _KNOWN_COSTS = {
 }
 
 
-def _known_cost(algorithm):
-    build = getattr(algorithm, "build_kernel", None)
-    for known, cost in _KNOWN_COSTS.items():
-        if build is known:
-            return cost
-    return None
-
-
 def inner_kernel(
     algorithm,
     parameters: Callable[[SegmentGeometry], dict],
@@ -290,7 +282,7 @@ def inner_kernel(
     if not callable(parameters):
         raise TypeError("parameters must be a callable geometry -> dict of kernel args")
     if evaluations_per_step is None:
-        evaluations_per_step = _known_cost(algorithm)
+        evaluations_per_step = _KNOWN_COSTS.get(algorithm.build_kernel)
         if evaluations_per_step is None:
             raise ValueError(
                 f"the cost of {algorithm!r} is unknown: declare "
