@@ -613,4 +613,13 @@ def expected_nfe(
     """
     cost = segment_cost(inner, curvature)
     steps = np.asarray(steps_per_segment)
+    if (
+        steps.ndim > 1
+        or not np.issubdtype(steps.dtype, np.integer)
+        or np.any(steps < 0)
+    ):
+        raise ValueError(
+            "steps_per_segment must be a non-negative int or a sequence of them, got "
+            f"{steps_per_segment!r}"
+        )
     return int(1 + np.sum(cost.fixed + cost.per_step * steps))
