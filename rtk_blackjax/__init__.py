@@ -24,8 +24,9 @@ from rtk_blackjax.diffusion import (
 from rtk_blackjax.mcmc import rtk as _rtk
 from rtk_blackjax.mcmc import uld as _uld
 from rtk_blackjax.mcmc.inner import (
+    InnerCost,
+    InnerInfo,
     InnerKernel,
-    SegmentGeometry,
     independence_inner,
     inner_kernel,
     mala_inner,
@@ -33,6 +34,7 @@ from rtk_blackjax.mcmc.inner import (
     uld_inner,
 )
 from rtk_blackjax.run import NonFiniteSamplesError, SampleResult, sample
+from rtk_blackjax.segment import SegmentGeometry
 
 rtk = generate_top_level_api_from(_rtk)
 uld = generate_top_level_api_from(_uld)
@@ -78,6 +80,8 @@ __all__ = [
     "SampleResult",
     "NonFiniteSamplesError",
     "InnerKernel",
+    "InnerCost",
+    "InnerInfo",
     "SegmentGeometry",
     "inner_kernel",
     "mala_inner",

@@ -44,7 +44,12 @@ import jax
 import jax.numpy as jnp
 
 from rtk_blackjax._checks import check_bool, check_choice, check_int, check_positive
-from rtk_blackjax.diffusion import ou_mean_coef, ou_variance, validate_grid
+from rtk_blackjax.diffusion import (
+    ou_mean_coef,
+    ou_noise_to_signal,
+    ou_variance,
+    validate_grid,
+)
 from rtk_blackjax.mcmc.rtk import DiffusionAlgorithm, _all_finite, check_position
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import Array, ArrayLike, ArrayLikeTree, ArrayTree, PRNGKey
@@ -152,12 +157,12 @@ def _ddpm_update(final_denoise: bool) -> Callable:
     def update(rng_key, y, score, t_start, t_end):
         h = t_start - t_end
         growth = jnp.exp(h)
-        noise_std = jnp.sqrt(jnp.expm1(2.0 * h))
+        noise_std = jnp.sqrt(ou_noise_to_signal(h))
         if final_denoise:
             noise_std = jnp.where(t_end == 0.0, 0.0, noise_std)
             # Tweedie: (y + s^2 score)/a with a = e^{-h}, s^2 = 1 - e^{-2h}.
             drift = jnp.where(
-                t_end == 0.0, growth * -jnp.expm1(-2.0 * h), 2.0 * (growth - 1.0)
+                t_end == 0.0, growth * ou_variance(h), 2.0 * (growth - 1.0)
             )
         else:
             drift = 2.0 * (growth - 1.0)
@@ -421,8 +426,8 @@ def heun_pf_ode(target: Target, times) -> DiffusionAlgorithm:
         k = _segment(state, segment)
         t_start, t_end = times[k], times[k + 1]
         a_start, a_end = ou_mean_coef(t_start), ou_mean_coef(t_end)
-        sigma_start = jnp.sqrt(jnp.expm1(2.0 * t_start))
-        sigma_end = jnp.sqrt(jnp.expm1(2.0 * t_end))
+        sigma_start = jnp.sqrt(ou_noise_to_signal(t_start))
+        sigma_end = jnp.sqrt(ou_noise_to_signal(t_end))
         dsigma = sigma_end - sigma_start
         is_last = t_end == 0.0
 

@@ -327,7 +327,7 @@ def segment_diagnostics(
                     **problem.params,
                 )
                 flat, _ = ravel_pytree(state.position)
-                return state, (flat, inner.acceptance_of(info))
+                return state, (flat, info.acceptance_rate)
 
             _, (draws, acceptance) = jax.lax.scan(body, state, jnp.arange(num_steps))
             return draws[num_warmup:], jnp.mean(acceptance[num_warmup:])
@@ -370,7 +370,7 @@ def segment_diagnostics(
     # Honest cost of the diagnostics: the replayed particles, plus per chain its
     # initialisation and every step (and one secant per rebuilt problem).
     replay_nfe = int(np.asarray(replay_nfe).sum())
-    chain_nfe = inner.evaluations_at_init + num_steps * inner.evaluations_per_step
+    chain_nfe = inner.cost.at_init + num_steps * inner.cost.per_step
     secant = 1 if curvature == "secant" else 0
     diag_nfe = len(segments) * num_particles * (secant + num_chains * chain_nfe)
     segments_arr = np.asarray(segments)

@@ -18,6 +18,7 @@ from rtk_blackjax.types import Array, ArrayLike
 __all__ = [
     "ou_mean_coef",
     "ou_variance",
+    "ou_noise_to_signal",
     "transition_coefs",
     "uniform_grid",
     "geometric_grid",
@@ -42,6 +43,15 @@ def ou_variance(t: ArrayLike) -> Array:
     Computed with ``expm1`` so that it stays accurate for tiny ``t``.
     """
     return -jnp.expm1(-2.0 * jnp.asarray(t))
+
+
+def ou_noise_to_signal(t: ArrayLike) -> Array:
+    """``σ_t^2 = s_t^2 / a_t^2 = e^{2t} - 1``, the variance of ``x_t / a_t`` given ``x_0``.
+
+    Computed with ``expm1`` (accurate for tiny ``t``). Also the variance factor of the
+    DDPM exponential-integrator step over a segment of length ``t``.
+    """
+    return jnp.expm1(2.0 * jnp.asarray(t))
 
 
 def transition_coefs(t_from: ArrayLike, t_to: ArrayLike) -> tuple[Array, Array]:

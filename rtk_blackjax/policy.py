@@ -254,8 +254,7 @@ def configure(
     inner, inner_name = _rtk_inner(method, step_scale)
     if method in ("rtk-mala-score", "rtk-uld"):
         target = score_only(target)  # honest: these must not touch the exact energy
-    per_segment_fixed = 1 + inner.evaluations_at_init + (inner.gradient_of is None)
-    per_step = inner.evaluations_per_step
+    per_segment_fixed, per_step = rtk_module.segment_cost(inner)
     policy_t_min, policy_steps = _rtk_policy(method, budget)
     if inner_steps is None:
         inner_steps = policy_steps
@@ -287,7 +286,7 @@ def configure(
             f"inner_steps has {schedule.shape[0]} entries but the grid has "
             f"{num_segments} segments"
         )
-    expected = 1 + int(np.sum(per_segment_fixed + per_step * schedule))
+    expected = rtk_module.expected_nfe(inner, schedule)
     if expected > budget:
         raise ValueError(
             f"nfe={nfe} is too small for {method} with {num_segments} segments and "

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import rtk_blackjax as rb
-from rtk_blackjax.mcmc import rtk as rtk_module
+from rtk_blackjax import segment as segment_module
 
 
 class CountingTarget:
@@ -69,7 +69,7 @@ class CountingTarget:
 )
 def test_reported_nfe_matches_instrumented_count(make, monkeypatch):
     counter = CountingTarget(rb.targets.chessboard(dim=3))
-    monkeypatch.setattr(rtk_module, "target_logdensity_with_score", counter.joint())
+    monkeypatch.setattr(segment_module, "target_logdensity_with_score", counter.joint())
     result = rb.sample(jax.random.key(0), make(counter.target()), 1, dim=3)
     assert result.num_evaluations == counter.evaluations()
     per_segment = int(np.asarray(result.info.num_evaluations).sum())

@@ -62,6 +62,7 @@ from rtk_blackjax._checks import (
     check_number,
     check_positive,
 )
+from rtk_blackjax.diffusion import ou_mean_coef, ou_variance
 from rtk_blackjax.targets.base import Target, from_score
 from rtk_blackjax.types import Array, ArrayLike, PRNGKey
 
@@ -84,11 +85,6 @@ _MIN_SAMPLES = 16
 # ---------------------------------------------------------------------------
 # The network
 # ---------------------------------------------------------------------------
-
-
-def _ou(t: Array) -> tuple[Array, Array]:
-    """``(a_t, s_t^2)``; ``-expm1`` keeps ``s_t^2`` accurate at tiny ``t``."""
-    return jnp.exp(-t), -jnp.expm1(-2.0 * t)
 
 
 def _time_embedding(c_noise: Array, num_frequencies: int) -> Array:
@@ -134,7 +130,7 @@ class ScoreNetwork(eqx.Module):
 
     def _pieces(self, x: Array, t: ArrayLike):
         t = jnp.maximum(jnp.asarray(t, x.dtype), self.t_min)
-        a, s2 = _ou(t)
+        a, s2 = ou_mean_coef(t), ou_variance(t)
         mu = jax.lax.stop_gradient(self.data_mean)
         sd = jax.lax.stop_gradient(self.data_std)
         total = s2 + (a * sd) ** 2  # variance of x_t for Gaussian data (μ, σ_d²)
@@ -234,7 +230,7 @@ def dsm_loss(
     net = eqx.tree_at(lambda n: n.mlp, network, mlp)
 
     def one(x0_i, t_i, eps_i):
-        a, s2 = _ou(t_i)
+        a, s2 = ou_mean_coef(t_i), ou_variance(t_i)
         xt = a * x0_i + jnp.sqrt(s2) * eps_i
         *_, mu, sd, total, f = net._pieces(xt, t_i)
         sigma2 = s2 / a**2

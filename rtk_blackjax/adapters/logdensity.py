@@ -76,7 +76,14 @@ from rtk_blackjax._checks import (
     check_nonnegative,
     check_positive,
 )
-from rtk_blackjax.diffusion import geometric_grid, ou_variance, validate_grid
+from rtk_blackjax.diffusion import (
+    geometric_grid,
+    ou_mean_coef,
+    ou_noise_to_signal,
+    ou_variance,
+    transition_coefs,
+    validate_grid,
+)
 from rtk_blackjax.mcmc import adaptation
 from rtk_blackjax.mcmc.rtk import DiffusionAlgorithm, check_position
 from rtk_blackjax.types import Array, ArrayLike, PRNGKey
@@ -178,9 +185,8 @@ def bridge_moments(
     ([1.0, 1.0], 0.0)
     """
     t_start, t_end = jnp.asarray(t_start), jnp.asarray(t_end)
-    a_end = jnp.exp(-t_end)
-    a = jnp.exp(-(t_start - t_end))
-    s2 = -jnp.expm1(-2.0 * (t_start - t_end))
+    a_end = ou_mean_coef(t_end)
+    a, s2 = transition_coefs(t_end, t_start)
     s2_end, s2_start = ou_variance(t_end), ou_variance(t_start)
     mean = (a_end * s2 * denoised + a * s2_end * conditioning) / s2_start
     return mean, s2_end * s2 / s2_start
@@ -443,8 +449,8 @@ def build_kernel(
         y, x0 = state.position, state.denoised
         dtype = y.dtype
         key_is, key_pick, key_mala, key_bridge = jax.random.split(rng_key, 4)
-        a_t = jnp.exp(-t_start)
-        tau2 = jnp.expm1(2.0 * t_start)  # = s_t^2 / a_t^2
+        a_t = ou_mean_coef(t_start)
+        tau2 = ou_noise_to_signal(t_start)  # = s_t^2 / a_t^2
         center = y / a_t
         m_k, n_k = m_table_j[k], n_table_j[k]
         nfe = jnp.asarray(0, jnp.int32)

@@ -1,22 +1,44 @@
 """Inner kernels: how a BlackJAX kernel is plugged into the RTK outer kernel.
 
 Each RTK segment is a sampling problem ``q_k`` solved by a few steps of an MCMC
-kernel with BlackJAX's contract (the same one SMC uses: ``mcmc_init_fn``,
-``mcmc_step_fn``, ``mcmc_parameters``)::
+kernel. The contract (:class:`InnerKernel`) is BlackJAX's, the one SMC uses
+(``mcmc_init_fn``, ``mcmc_step_fn``, ``mcmc_parameters``)::
 
-    state = init(position, logdensity_fn)                       # blackjax.mala.init
-    state, info = step(rng_key, state, logdensity_fn, **params)  # blackjax.mala.build_kernel()
+    state = inner.init(rng_key, position, logdensity_fn)
+    state, info = inner.step(rng_key, state, logdensity_fn, **params)
+    params = inner.parameters(geometry)          # from the segment's SegmentGeometry
 
-Only the parameters change from segment to segment, so an :class:`InnerKernel` pairs
-the kernel with a *rule* ``parameters(geometry) -> dict`` that derives them from what
-the outer kernel knows about ``q_k`` (its :class:`SegmentGeometry`). That is how step
-sizes are set automatically: users never tune a step size per segment.
+with one addition: ``info`` is an :class:`InnerInfo`, which says the step's
+acceptance and its cost in score/energy evaluations (NFE), so the outer kernel
+never needs to know which BlackJAX kernel runs. The rest is declared, not computed
+by the outer kernel: the static cost (:class:`InnerCost`, for budgets), how to read
+``∇ log q_k`` off a state (score recovery, :func:`rtk_blackjax.segment.score_from_gradient`
+does the arithmetic) and what the kernel needs of ``log p_t`` (``log_p``; the segment
+module builds ``log q_k`` from it, :func:`rtk_blackjax.segment.logdensity_source`).
+
+The pieces compose like Optax transformations: :func:`counted` turns any kernel
+with BlackJAX's contract into an :class:`InnerKernel` (cost accounting), and
+:func:`rtk_blackjax.mcmc.score_energy.line_integral_energy` wraps one so that it
+runs on score-only models. :func:`inner_kernel` does the first for any
+``blackjax.<algorithm>``: its NFE per step comes from its info where BlackJAX
+reports it (``blackjax.hmc``, ``blackjax.nuts``: ``num_integration_steps``), is
+known for the one-evaluation kernels, and must be declared otherwise.
+
+Only the parameters change from segment to segment; deriving them from the segment's
+geometry is how step sizes are set automatically: users never tune a step size per
+segment.
 """
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import blackjax
+import blackjax.mcmc.barker
+import blackjax.mcmc.dynamic_hmc
+import blackjax.mcmc.hmc
+import blackjax.mcmc.mala
+import blackjax.mcmc.nuts
+import blackjax.mcmc.random_walk
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,11 +52,16 @@ from rtk_blackjax._checks import (
     check_positive,
 )
 from rtk_blackjax.mcmc import score_energy, uld
-from rtk_blackjax.types import Array, ArrayTree, PRNGKey
+from rtk_blackjax.segment import SegmentGeometry
+from rtk_blackjax.types import Array, PRNGKey
 
 __all__ = [
     "SegmentGeometry",
     "InnerKernel",
+    "InnerInfo",
+    "InnerCost",
+    "LOG_P_NEEDS",
+    "counted",
     "inner_kernel",
     "mala_inner",
     "score_mala_inner",
@@ -45,75 +72,154 @@ __all__ = [
 
 # Quadrature nodes of score-only MALA: more would be absurd (each is a score call).
 _MAX_NODES = 64
+# What an inner kernel needs of log p_t (or a callable that estimates it).
+LOG_P_NEEDS = ("value", "gradient")
 
 
-class SegmentGeometry(NamedTuple):
-    """What the outer kernel knows about one segment target, for one particle.
+class InnerInfo(NamedTuple):
+    """What one inner step reports to the outer kernel.
 
-    ``q_k(x) ∝ p_t(x) exp(-|y - a x|^2 / (2 s^2))`` with ``t = time``.
-
-    time
-        ``t_k``, the time of ``p_t`` in ``q_k`` (the segment's end).
-    mean_coef, noise_var
-        ``a`` and ``s^2`` of the OU transition over the segment.
-    conditioning
-        ``y``, the point the segment starts from.
-    gaussian_mean
-        Mean of the Gaussian approximation of ``q_k``: Tweedie's formula
-        ``(y + s^2 score(y, t_{k+1})) / a``, which is the *exact* mean of ``q_k``.
-    gaussian_variance
-        Isotropic variance of the Gaussian approximation of ``q_k`` (second-order
-        Tweedie with a secant estimate of the curvature of ``log p_{t_{k+1}}``).
-    dim
-        Number of scalar coordinates of a position (static).
+    acceptance_rate
+        Acceptance probability of the step (1 for unadjusted kernels).
+    num_evaluations
+        Score/energy evaluations (NFE) the step cost.
+    info
+        The wrapped kernel's own info (e.g. ``blackjax.mala``'s ``MALAInfo``).
     """
 
-    time: Array
-    mean_coef: Array
-    noise_var: Array
-    conditioning: ArrayTree
-    gaussian_mean: ArrayTree
-    gaussian_variance: Array
-    dim: int
+    acceptance_rate: Array
+    num_evaluations: Array
+    info: Any
+
+
+class InnerCost(NamedTuple):
+    """The static NFE of an inner kernel, for budgets (:func:`rtk_blackjax.mcmc.rtk.expected_nfe`).
+
+    at_init
+        Evaluations of ``init``.
+    per_step
+        Evaluations of one ``step``; ``None`` when only the step's info knows it
+        (e.g. NUTS, whose trajectory length varies).
+    """
+
+    at_init: int
+    per_step: int | None
 
 
 class InnerKernel(NamedTuple):
-    """A BlackJAX kernel plus the rule that sets its parameters on each segment.
+    """A kernel with BlackJAX's contract plus the rule that sets its parameters.
 
     init
         ``init(rng_key, position, logdensity_fn) -> state``.
     step
-        ``step(rng_key, state, logdensity_fn, **params) -> (state, info)``.
+        ``step(rng_key, state, logdensity_fn, **params) -> (state, InnerInfo)``.
     parameters
         ``parameters(geometry: SegmentGeometry) -> dict`` of keyword arguments of
         ``step`` (e.g. ``{"step_size": ...}``), fixed for the whole inner chain of one
         particle on one segment, so each inner step leaves ``q_k`` invariant.
-    evaluations_at_init, evaluations_per_step
-        Score/energy evaluations (NFE) that ``init`` and one ``step`` cost.
+    cost
+        The declared :class:`InnerCost` (the per-step NFE actually spent is in
+        each :class:`InnerInfo`).
     gradient_of
         ``state -> ∇ log q_k(position)`` when the state caches it (MALA does), so the
         outer kernel recovers the score at the segment's output without another
         evaluation; ``None`` costs one extra evaluation per segment.
-    acceptance_of
-        ``info -> acceptance rate`` of one step (1 for unadjusted kernels).
-    needs_logdensity
-        Whether the kernel evaluates ``log q_k`` (Metropolis tests) or only its
-        gradient.
-    energy
-        Optional ``energy(target, geometry) -> (x -> log p_t(x) + const)``: how the
-        kernel gets ``log p_t`` when the target has none (score-only models, see
-        :mod:`rtk_blackjax.mcmc.score_energy`). ``None`` uses ``target.logdensity``.
+    log_p
+        What the kernel needs of ``log p_t``: ``"value"`` (Metropolis tests need
+        log-density differences: the target's), ``"gradient"`` (only ``∇ log q_k``:
+        runs on score-only targets) or ``(target, geometry) -> (x -> log p_t(x) +
+        const)``, an estimate it brings (score-only models,
+        :mod:`rtk_blackjax.mcmc.score_energy`).
     """
 
     init: Callable
     step: Callable
     parameters: Callable[[SegmentGeometry], dict]
-    evaluations_at_init: int = 1
-    evaluations_per_step: int = 1
+    cost: InnerCost
     gradient_of: Callable | None = None
-    acceptance_of: Callable = lambda info: info.acceptance_rate
-    needs_logdensity: bool = True
-    energy: Callable | None = None
+    log_p: str | Callable = "value"
+
+
+def _acceptance_rate(info):
+    return info.acceptance_rate
+
+
+def counted(
+    init: Callable,
+    step: Callable,
+    parameters: Callable[[SegmentGeometry], dict],
+    *,
+    evaluations_at_init: int,
+    evaluations_per_step: int | Callable,
+    acceptance_of: Callable = _acceptance_rate,
+    gradient_of: Callable | None = None,
+    log_p: str | Callable = "value",
+) -> InnerKernel:
+    """An :class:`InnerKernel` from a kernel with BlackJAX's contract: cost accounting.
+
+    Parameters
+    ----------
+    init, step
+        ``init(rng_key, position, logdensity_fn) -> state`` and ``step(rng_key,
+        state, logdensity_fn, **params) -> (state, info)`` with the kernel's own
+        ``info``.
+    parameters
+        The rule ``geometry -> dict`` of keyword arguments of ``step``.
+    evaluations_at_init
+        NFE of ``init``.
+    evaluations_per_step
+        NFE of one ``step``: an int, or ``info -> count`` when the kernel reports it.
+    acceptance_of
+        ``info -> acceptance rate`` of one step.
+    gradient_of, log_p
+        As in :class:`InnerKernel`.
+    """
+    at_init = check_int("evaluations_at_init", evaluations_at_init, minimum=0)
+    if callable(evaluations_per_step):
+        per_step, evaluations_of = None, evaluations_per_step
+    else:
+        per_step = check_int("evaluations_per_step", evaluations_per_step, minimum=0)
+        evaluations_of = lambda info: per_step  # noqa: E731
+    check_callable("acceptance_of", acceptance_of, "info -> acceptance rate")
+    if gradient_of is not None:
+        check_callable("gradient_of", gradient_of, "state -> gradient of log q_k")
+    if not callable(log_p) and log_p not in LOG_P_NEEDS:
+        raise ValueError(
+            f"log_p must be one of {LOG_P_NEEDS} or a callable, got {log_p!r}"
+        )
+
+    def counted_step(rng_key, state, logdensity_fn, **params):
+        state, info = step(rng_key, state, logdensity_fn, **params)
+        nfe = jnp.asarray(evaluations_of(info), jnp.int32)
+        return state, InnerInfo(acceptance_of(info), nfe, info)
+
+    return InnerKernel(
+        init=init,
+        step=counted_step,
+        parameters=parameters,
+        cost=InnerCost(at_init, per_step),
+        gradient_of=gradient_of,
+        log_p=log_p,
+    )
+
+
+def _integration_steps(info):
+    return info.num_integration_steps
+
+
+# NFE per step of the BlackJAX kernels whose cost is known, keyed by their
+# ``build_kernel``: read from the info where BlackJAX reports it (one gradient per
+# leapfrog step, the last one also giving the log density), else the one
+# log-density (and gradient) evaluation at the proposal.
+_KNOWN_COSTS = {
+    blackjax.mcmc.hmc.build_kernel: _integration_steps,
+    blackjax.mcmc.nuts.build_kernel: _integration_steps,
+    blackjax.mcmc.dynamic_hmc.build_kernel: _integration_steps,
+    blackjax.mcmc.mala.build_kernel: 1,
+    blackjax.mcmc.barker.build_kernel: 1,
+    blackjax.mcmc.random_walk.build_irmh: 1,
+    blackjax.mcmc.random_walk.build_rmh: 1,
+}
 
 
 def inner_kernel(
@@ -122,7 +228,7 @@ def inner_kernel(
     *,
     init_needs_key: bool = False,
     evaluations_at_init: int = 1,
-    evaluations_per_step: int = 1,
+    evaluations_per_step: int | Callable | None = None,
     gradient_of: Callable | None = None,
     acceptance_of: Callable | None = None,
     needs_logdensity: bool = True,
@@ -139,6 +245,25 @@ def inner_kernel(
         The rule ``geometry -> dict`` of keyword arguments for its kernel.
     init_needs_key
         Whether ``algorithm.init`` takes a trailing ``rng_key`` (e.g. ``ghmc``).
+    evaluations_at_init
+        NFE of ``algorithm.init`` (BlackJAX's evaluate the log density once).
+    evaluations_per_step
+        NFE of one step: an int, or ``info -> count``. Default: read from the info
+        for ``blackjax.hmc``, ``blackjax.nuts`` and ``blackjax.dynamic_hmc``
+        (``num_integration_steps``), 1 for ``mala``, ``barker_proposal``, ``rmh``
+        and ``irmh``; any other algorithm must declare it. A declared value is used
+        as declared.
+    gradient_of
+        ``state -> ∇ log q_k`` when the state caches it (e.g.
+        ``lambda s: s.logdensity_grad``), to recover the score for free.
+    acceptance_of
+        ``info -> acceptance rate`` (default ``info.acceptance_rate``).
+    needs_logdensity
+        Whether the kernel uses the value of ``log q_k`` (Metropolis tests) or only
+        its gradient.
+    energy
+        Optional ``(target, geometry) -> (x -> log p_t(x) + const)``, an estimate of
+        ``log p_t`` the kernel brings (used instead of the target's).
 
     Examples
     --------
@@ -150,8 +275,9 @@ def inner_kernel(
     ...         inverse_mass_matrix=jnp.ones(g.dim),
     ...         num_integration_steps=3,
     ...     ),
-    ...     evaluations_per_step=3,
     ... )
+    >>> hmc.cost.per_step is None  # each step's info says how many leapfrog steps
+    True
     """
     if not (hasattr(algorithm, "init") and hasattr(algorithm, "build_kernel")):
         raise TypeError(
@@ -163,9 +289,18 @@ def inner_kernel(
     evaluations_at_init = check_int(
         "evaluations_at_init", evaluations_at_init, minimum=0
     )
-    evaluations_per_step = check_int(
-        "evaluations_per_step", evaluations_per_step, minimum=0
-    )
+    if evaluations_per_step is None:
+        evaluations_per_step = _KNOWN_COSTS.get(algorithm.build_kernel)
+        if evaluations_per_step is None:
+            raise ValueError(
+                f"the cost of {algorithm!r} is unknown: declare "
+                "evaluations_per_step (score/energy evaluations of one step: an int, "
+                "or info -> count), so that NFE are not undercounted"
+            )
+    elif not callable(evaluations_per_step):
+        evaluations_per_step = check_int(
+            "evaluations_per_step", evaluations_per_step, minimum=0
+        )
     for name, fn in (("gradient_of", gradient_of), ("acceptance_of", acceptance_of)):
         if fn is not None:
             check_callable(name, fn)
@@ -183,16 +318,19 @@ def inner_kernel(
     def step(rng_key, state, logdensity_fn, **params):
         return kernel(rng_key, state, logdensity_fn, **params)
 
-    return InnerKernel(
-        init=init,
-        step=step,
-        parameters=parameters,
+    if energy is not None:
+        log_p = check_callable("energy", energy, "(target, geometry) -> log p_t")
+    else:
+        log_p = "value" if needs_logdensity else "gradient"
+    return counted(
+        init,
+        step,
+        parameters,
         evaluations_at_init=evaluations_at_init,
         evaluations_per_step=evaluations_per_step,
+        acceptance_of=acceptance_of or _acceptance_rate,
         gradient_of=gradient_of,
-        acceptance_of=acceptance_of or (lambda info: info.acceptance_rate),
-        needs_logdensity=needs_logdensity,
-        energy=energy,
+        log_p=log_p,
     )
 
 
@@ -271,6 +409,14 @@ def mala_step_size(geometry: SegmentGeometry, step_scale: float = 1.0) -> Array:
     return jnp.minimum(step_scale * dim_factor, 1.0) * geometry.gaussian_variance
 
 
+def _mala_rule(step_scale: float) -> Callable:
+    return lambda geometry: {"step_size": mala_step_size(geometry, step_scale)}
+
+
+def _logdensity_grad(state):
+    return state.logdensity_grad
+
+
 def mala_inner(step_scale: float = 1.0) -> InnerKernel:
     """``blackjax.mala`` with the automatic step size :func:`mala_step_size`.
 
@@ -281,14 +427,12 @@ def mala_inner(step_scale: float = 1.0) -> InnerKernel:
     Examples
     --------
     >>> inner = mala_inner(step_scale=0.8)
-    >>> inner.evaluations_per_step
-    1
+    >>> inner.cost
+    InnerCost(at_init=1, per_step=1)
     """
     step_scale = check_positive("step_scale", step_scale)
     return inner_kernel(
-        blackjax.mala,
-        lambda geometry: {"step_size": mala_step_size(geometry, step_scale)},
-        gradient_of=lambda state: state.logdensity_grad,
+        blackjax.mala, _mala_rule(step_scale), gradient_of=_logdensity_grad
     )
 
 
@@ -361,10 +505,11 @@ def score_mala_inner(
     """MALA for score-only models: energy differences by quadrature of the score.
 
     ``log p_t`` is replaced by the line integral of the score from the segment's
-    Gaussian mean (:func:`rtk_blackjax.mcmc.score_energy.line_integral_logdensity`),
-    so ``blackjax.mala`` runs unchanged. Cost per MALA step: ``1`` (the score at the
-    proposal) plus :func:`~rtk_blackjax.mcmc.score_energy.extra_evaluations`; the
-    Lobatto rule also spends one evaluation per segment on the anchor's score.
+    Gaussian mean (:func:`rtk_blackjax.mcmc.score_energy.line_integral_energy`,
+    which wraps :func:`mala_inner`), so ``blackjax.mala`` runs unchanged. Cost per
+    MALA step: ``1`` (the score at the proposal) plus
+    :func:`~rtk_blackjax.mcmc.score_energy.extra_evaluations`; the Lobatto rule also
+    spends one evaluation per segment on the anchor's score.
 
     ``radius_scale`` turns on the paper's projected variant: moves longer than
     ``radius_scale * sqrt(2 * step_size * d)`` (that many typical proposal lengths)
@@ -373,47 +518,38 @@ def score_mala_inner(
     Examples
     --------
     >>> inner = score_mala_inner(rule="lobatto", num_nodes=3)
-    >>> inner.evaluations_per_step, inner.evaluations_at_init
+    >>> inner.cost.per_step, inner.cost.at_init
     (2, 3)
     """
     rule = check_choice("rule", rule, score_energy.QUADRATURE_RULES)
     # Each node costs a score call per step: more than _MAX_NODES would be absurd.
     num_nodes = check_int("num_nodes", num_nodes, maximum=_MAX_NODES)
-    extra = score_energy.extra_evaluations(rule, num_nodes)
+    score_energy.extra_evaluations(rule, num_nodes)  # validates the node count
     if radius_scale is not None:
         radius_scale = check_positive("radius_scale", radius_scale)
-    base = mala_inner(step_scale)
+    step_scale = check_positive("step_scale", step_scale)
+    mala_rule = _mala_rule(step_scale)
 
     def parameters(geometry: SegmentGeometry) -> dict:
-        params = base.parameters(geometry)
+        params = mala_rule(geometry)
         if radius_scale is not None:
             params["radius"] = radius_scale * jnp.sqrt(
                 2.0 * params["step_size"] * geometry.dim
             )
         return params
 
-    def energy(target, geometry: SegmentGeometry) -> Callable:
-        anchor_score = (
-            target.score(geometry.gaussian_mean, geometry.time)
-            if rule == "lobatto"
-            else None
-        )
-        return score_energy.line_integral_logdensity(
-            target.score,
-            geometry.time,
-            geometry.gaussian_mean,
-            anchor_score,
-            rule=rule,
-            num_nodes=num_nodes,
-        )
-
-    return base._replace(
-        step=_projected(base.step),
-        parameters=parameters,
-        evaluations_at_init=1 + extra + (1 if rule == "lobatto" else 0),
-        evaluations_per_step=1 + extra,
-        energy=energy,
+    mala = blackjax.mala.build_kernel()
+    base = counted(
+        lambda rng_key, position, logdensity_fn: blackjax.mala.init(
+            position, logdensity_fn
+        ),
+        _projected(mala),
+        parameters,
+        evaluations_at_init=1,
+        evaluations_per_step=1,
+        gradient_of=_logdensity_grad,
     )
+    return score_energy.line_integral_energy(base, rule=rule, num_nodes=num_nodes)
 
 
 def uld_inner(adjusted: bool = False, step_scale: float | None = None) -> InnerKernel:
@@ -429,8 +565,8 @@ def uld_inner(adjusted: bool = False, step_scale: float | None = None) -> InnerK
 
     Examples
     --------
-    >>> uld_inner().needs_logdensity, uld_inner(adjusted=True).needs_logdensity
-    (False, True)
+    >>> uld_inner().log_p, uld_inner(adjusted=True).log_p
+    ('gradient', 'value')
     """
     adjusted = check_bool("adjusted", adjusted)
     if step_scale is not None:
@@ -450,11 +586,13 @@ def uld_inner(adjusted: bool = False, step_scale: float | None = None) -> InnerK
             params["step_size"] = step_scale / jnp.sqrt(curvature)
         return params
 
-    return InnerKernel(
-        init=init,
-        step=step,
-        parameters=parameters,
-        gradient_of=lambda state: state.logdensity_grad,
-        acceptance_of=lambda info: info.acceptance_rate,
-        needs_logdensity=adjusted,
+    # One gradient per step (frozen-gradient integrator; OBABO reuses it).
+    return counted(
+        init,
+        step,
+        parameters,
+        evaluations_at_init=1,
+        evaluations_per_step=1,
+        gradient_of=_logdensity_grad,
+        log_p="value" if adjusted else "gradient",
     )

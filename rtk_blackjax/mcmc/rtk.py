@@ -11,7 +11,8 @@ the posterior of a denoising problem, by running an inner MCMC kernel (BlackJAX 
 by default) on it. Here segments are indexed in the order the reverse process visits
 them: segment ``k`` goes from ``times[k]`` down to ``times[k + 1]``.
 
-Every inner chain starts from a *predictor*:
+Every inner chain starts from a *predictor* (:mod:`rtk_blackjax.segment`, shared with
+the SMC):
 
 * ``"gaussian"`` (default): a draw from a Gaussian approximation of ``q_k``. Its mean
   is Tweedie's formula ``(y + s^2 score(y, t_k)) / a``, the exact mean of ``q_k``;
@@ -27,8 +28,9 @@ Every inner chain starts from a *predictor*:
 
 The state carries the score at its position, so the predictor reuses the previous
 segment's last gradient. NFE per segment: 1 (secant, unless ``curvature="none"``)
-+ ``inner.evaluations_at_init`` + ``n_k * inner.evaluations_per_step`` (+1 when the
-inner state does not cache its gradient), plus 1 for the initial score at ``T``.
++ ``inner.cost.at_init`` + what each of the ``n_k`` inner steps reports (``n_k *
+inner.cost.per_step`` when that is fixed; +1 when the inner state does not cache its
+gradient), plus 1 for the initial score at ``T``: :func:`expected_nfe`.
 """
 
 from collections.abc import Callable, Sequence
@@ -40,8 +42,20 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from rtk_blackjax._checks import check_choice, check_key, check_positive
-from rtk_blackjax.diffusion import ou_variance, transition_coefs, validate_grid
-from rtk_blackjax.mcmc.inner import InnerKernel, SegmentGeometry, mala_inner
+from rtk_blackjax.diffusion import validate_grid
+from rtk_blackjax.mcmc.inner import InnerKernel, mala_inner
+from rtk_blackjax.segment import (
+    _MIN_VARIANCE_FACTOR,  # noqa: F401  (re-exported: the predictor's floor)
+    CURVATURES,
+    PREDICTORS,
+    SegmentGeometry,
+    gaussian_approximation,
+    logdensity_source,
+    predict,
+    score_from_gradient,
+    segment_logdensity,
+    target_logdensity_with_score,
+)
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import Array, ArrayLike, ArrayLikeTree, ArrayTree, PRNGKey
 
@@ -57,12 +71,11 @@ __all__ = [
     "SegmentProblem",
     "segment_problem",
     "target_logdensity_with_score",
+    "SegmentCost",
+    "segment_cost",
+    "expected_nfe",
 ]
 
-PREDICTORS = ("gaussian", "ddpm", "tweedie")
-# Floor of q_k's variance relative to s^2/a^2 (only binds on the segment to t = 0).
-_MIN_VARIANCE_FACTOR = 1e-4
-CURVATURES = ("secant", "none")
 # Inner steps per segment are counted in int32 (NFE too): keep far from overflow.
 _MAX_INNER_STEPS = 10**6
 
@@ -131,57 +144,8 @@ class DiffusionAlgorithm(NamedTuple):
         return int(self.times.shape[0]) - 1
 
 
-def _vdot(a: ArrayTree, b: ArrayTree) -> Array:
-    leaves = jax.tree.leaves(jax.tree.map(lambda u, v: jnp.sum(u * v), a, b))
-    return sum(leaves[1:], leaves[0])
-
-
 def _all_finite(tree: ArrayTree) -> Array:
     return jnp.all(jnp.array([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(tree)]))
-
-
-def target_logdensity_with_score(target: Target) -> Callable:
-    """``log p_t`` as a function whose autodiff gradient *is* ``target.score``.
-
-    BlackJAX kernels take gradients with ``jax.value_and_grad``; wrapping the log
-    density in ``jax.custom_jvp`` makes that gradient the target's closed-form (or
-    learned) score, and lets one evaluation produce both (counted as one NFE).
-    """
-    if not isinstance(target, Target):
-        raise TypeError(f"target must be an rtk_blackjax Target, got {target!r}")
-    if target.logdensity is None:
-        raise ValueError(
-            "target has no logdensity (score-only model); a Metropolis inner kernel "
-            "needs log p_t differences: use an inner kernel that only needs the "
-            "score, or give the target a logdensity"
-        )
-
-    @jax.custom_jvp
-    def logdensity(x, t):
-        return target.logdensity(x, t)
-
-    @logdensity.defjvp
-    def _logdensity_jvp(primals, tangents):
-        x, t = primals
-        dx, _ = tangents  # log p_t is only differentiated in x by the samplers
-        return target.logdensity(x, t), _vdot(target.score(x, t), dx)
-
-    return logdensity
-
-
-def segment_logdensity(
-    logdensity_p: Callable, conditioning: ArrayTree, a: Array, s2: Array
-) -> Callable:
-    """``log q_k(x) = log p_t(x) - |y - a x|^2 / (2 s^2)`` up to a constant.
-
-    ``logdensity_p(x)`` is ``log p_t`` at the segment's time (up to a constant).
-    """
-
-    def logdensity_fn(x):
-        residual = jax.tree.map(lambda yi, xi: yi - a * xi, conditioning, x)
-        return logdensity_p(x) - 0.5 * _vdot(residual, residual) / s2
-
-    return logdensity_fn
 
 
 def check_position(position: ArrayLikeTree) -> ArrayTree:
@@ -288,16 +252,6 @@ class SegmentProblem(NamedTuple):
     curvature: Array
 
 
-def _log_p_for(target: Target, inner: InnerKernel, needs_energy: bool):
-    """``log p_t`` in the form the inner kernel needs (``None``: it brings its own)."""
-    if inner.energy is not None:
-        return None  # the inner kernel estimates log p_t itself
-    if target.logdensity is None and not needs_energy:
-        # The inner chain only ever uses the gradient of log q_k.
-        return _zero_logdensity_with_score(target)
-    return target_logdensity_with_score(target)
-
-
 def _segment_problem(
     target: Target,
     times: Array,
@@ -306,69 +260,49 @@ def _segment_problem(
     score: ArrayTree,
     rng_key: PRNGKey,
     inner: InnerKernel,
-    logdensity_t: Callable | None,
+    log_p: Callable,
     predictor: str,
     curvature: str,
     secant_scale: float,
 ) -> SegmentProblem:
     t_start, t_end = times[k], times[k + 1]
-    a, s2 = transition_coefs(t_end, t_start)
     y, score_y = position, score
     # The kernel splits the same key the same way and keeps keys 2 and 3.
     key_secant, key_predictor, _, _ = jax.random.split(rng_key, 4)
 
     y_flat, unravel = ravel_pytree(y)
     score_y_flat, _ = ravel_pytree(score_y)
-    dim = y_flat.shape[0]
-    tweedie_flat = (y_flat + s2 * score_y_flat) / a
-
-    nfe = jnp.asarray(0, jnp.int32)
-    if curvature == "secant":
-        u = secant_scale * jnp.sqrt(s2) * jax.random.normal(key_secant, (dim,))
-        score_u, _ = ravel_pytree(target.score(unravel(y_flat + u), t_start))
-        lam = -jnp.dot(score_u - score_y_flat, u) / jnp.dot(u, u)
-        nfe = nfe + 1
-    else:
-        lam = jnp.zeros((), y_flat.dtype)
-    # An OU-diffused density has curvature <= 1 / s_t^2 (p_t is p_0 convolved
-    # with N(0, s_t^2)), so λ <= 1 / s_{t_start}^2, and then q_k's variance
-    # (s^2/a^2)(1 - s^2 λ) is at least s^2 s_{t_end}^2 / s_{t_start}^2. Clipping
-    # to that bound matters on long segments (s^2 ≈ 1, a tiny), where a secant
-    # error of 1e-4 would otherwise flip the variance's sign or scale.
-    s2_start, s2_end = ou_variance(t_start), ou_variance(t_end)
-    lam = jnp.minimum(lam, 1.0 / s2_start)
-    factor = jnp.maximum(1.0 - s2 * lam, a**2 * s2_end / s2_start)
-    gaussian_var = (s2 / a**2) * jnp.maximum(factor, _MIN_VARIANCE_FACTOR)
-
-    noise = jax.random.normal(key_predictor, (dim,), y_flat.dtype)
-    if predictor == "gaussian":
-        x0_flat = tweedie_flat + jnp.sqrt(gaussian_var) * noise
-    elif predictor == "ddpm":
-        # e^h = 1/a; the exponential integrator of the reverse SDE.
-        x0_flat = (
-            y_flat / a
-            + 2.0 * (1.0 / a - 1.0) * score_y_flat
-            + jnp.sqrt(1.0 / a**2 - 1.0) * noise
-        )
-    else:
-        x0_flat = tweedie_flat
-
+    approx = gaussian_approximation(
+        key_secant,
+        lambda x: ravel_pytree(target.score(unravel(x), t_start))[0],
+        y_flat,
+        score_y_flat,
+        t_start,
+        t_end,
+        curvature=curvature,
+        secant_scale=secant_scale,
+    )
+    x0_flat = predict(predictor, key_predictor, approx, y_flat, score_y_flat)
+    a, s2 = approx.mean_coef, approx.noise_var
     geometry = SegmentGeometry(
         time=t_end,
         mean_coef=a,
         noise_var=s2,
         conditioning=y,
-        gaussian_mean=unravel(tweedie_flat),
-        gaussian_variance=gaussian_var,
-        dim=dim,
+        gaussian_mean=unravel(approx.mean),
+        gaussian_variance=approx.variance,
+        dim=y_flat.shape[0],
     )
-    if inner.energy is not None:
-        logdensity_p = inner.energy(target, geometry)
-    else:
-        logdensity_p = lambda x: logdensity_t(x, t_end)  # noqa: E731
-    logdensity_fn = segment_logdensity(logdensity_p, y, a, s2)
+    logdensity_fn = segment_logdensity(log_p(geometry), y, a, s2)
     params = inner.parameters(geometry)
-    return SegmentProblem(logdensity_fn, geometry, params, unravel(x0_flat), nfe, lam)
+    return SegmentProblem(
+        logdensity_fn,
+        geometry,
+        params,
+        unravel(x0_flat),
+        approx.num_evaluations,
+        approx.curvature,
+    )
 
 
 def segment_problem(
@@ -435,7 +369,7 @@ def segment_problem(
         raise ValueError(
             f"k must be a segment index in [0, {num_segments - 1}], got {k}"
         )
-    logdensity_t = _log_p_for(target, inner, inner.needs_logdensity)
+    log_p = logdensity_source(target, inner.log_p)
     return _segment_problem(
         target,
         times,
@@ -444,7 +378,7 @@ def segment_problem(
         score,
         rng_key,
         inner,
-        logdensity_t,
+        log_p,
         predictor,
         curvature,
         secant_scale,
@@ -500,8 +434,8 @@ def build_kernel(
     secant_scale = check_positive("secant_scale", secant_scale)
     steps_per_segment = _inner_step_schedule(num_inner_steps, num_segments)
     steps_table = jnp.asarray(steps_per_segment)
-    needs_energy = inner.needs_logdensity and steps_per_segment.max() > 0
-    logdensity_t = _log_p_for(target, inner, needs_energy)
+    # Without inner steps a Metropolis kernel never tests: a score-only target will do.
+    log_p = logdensity_source(target, inner.log_p, steps_per_segment.max() > 0)
 
     def kernel(
         rng_key: PRNGKey, state: RTKState, segment: ArrayLike | None = None
@@ -516,7 +450,7 @@ def build_kernel(
             state.score,
             rng_key,
             inner,
-            logdensity_t,
+            log_p,
             predictor,
             curvature,
             secant_scale,
@@ -529,26 +463,30 @@ def build_kernel(
             problem.params,
             problem.logdensity_fn,
         )
-        t_end, a, s2 = geometry.time, geometry.mean_coef, geometry.noise_var
+        t_end = geometry.time
         dtype = ravel_pytree(y)[0].dtype
         nfe = problem.num_evaluations
         inner_state = inner.init(key_init, problem.initial_position, logdensity_fn)
-        nfe = nfe + inner.evaluations_at_init
+        nfe = nfe + inner.cost.at_init
 
         num_steps = steps_table[k]
 
         def one_step(i, carry):
-            chain_state, acceptance_sum = carry
+            chain_state, acceptance_sum, nfe_sum = carry
             step_key = jax.random.fold_in(key_chain, i)
             chain_state, info = inner.step(
                 step_key, chain_state, logdensity_fn, **params
             )
-            return chain_state, acceptance_sum + inner.acceptance_of(info)
+            acceptance_sum = acceptance_sum + info.acceptance_rate
+            return chain_state, acceptance_sum, nfe_sum + info.num_evaluations
 
-        inner_state, acceptance_sum = jax.lax.fori_loop(
-            0, num_steps, one_step, (inner_state, jnp.zeros((), dtype))
+        inner_state, acceptance_sum, chain_nfe = jax.lax.fori_loop(
+            0,
+            num_steps,
+            one_step,
+            (inner_state, jnp.zeros((), dtype), jnp.zeros((), jnp.int32)),
         )
-        nfe = nfe + num_steps * inner.evaluations_per_step
+        nfe = nfe + chain_nfe
         acceptance = jnp.where(
             num_steps > 0, acceptance_sum / jnp.maximum(num_steps, 1), jnp.nan
         )
@@ -557,9 +495,7 @@ def build_kernel(
         if inner.gradient_of is not None:
             # ∇log q_k = score(x) + a (y - a x) / s^2: recover the score for free.
             grad_q = inner.gradient_of(inner_state)
-            new_score = jax.tree.map(
-                lambda g, yi, xi: g - a * (yi - a * xi) / s2, grad_q, y, position
-            )
+            new_score = score_from_gradient(grad_q, geometry, position)
         else:
             new_score = target.score(position, t_end)
             nfe = nfe + 1
@@ -579,22 +515,6 @@ def build_kernel(
         return new_state, info
 
     return kernel
-
-
-def _zero_logdensity_with_score(target: Target) -> Callable:
-    """A stand-in log density whose gradient is the score (for gradient-only use)."""
-
-    @jax.custom_jvp
-    def logdensity(x, t):
-        return jnp.zeros((), jnp.result_type(float))
-
-    @logdensity.defjvp
-    def _jvp(primals, tangents):
-        x, t = primals
-        dx, _ = tangents
-        return jnp.zeros((), jnp.result_type(float)), _vdot(target.score(x, t), dx)
-
-    return logdensity
 
 
 def as_top_level_api(
@@ -650,3 +570,68 @@ def as_top_level_api(
         return kernel(check_key("rng_key", rng_key), state, segment)
 
     return DiffusionAlgorithm(init_fn, step_fn, times)
+
+
+class SegmentCost(NamedTuple):
+    """NFE of one RTK segment: ``fixed + per_step * n_k`` for ``n_k`` inner steps."""
+
+    fixed: int
+    per_step: int
+
+
+def segment_cost(inner: InnerKernel, curvature: str = "secant") -> SegmentCost:
+    """The static cost of one segment with ``inner`` (see the module docstring).
+
+    ``fixed`` is the secant (unless ``curvature="none"``), the inner chain's
+    initialisation and, when the inner state does not cache its gradient, the score
+    at the segment's output. Raises ``ValueError`` for an inner kernel whose
+    per-step cost is only known at run time (e.g. NUTS).
+    """
+    if not isinstance(inner, InnerKernel):
+        raise TypeError(
+            f"inner must be an rtk_blackjax InnerKernel, got {type(inner).__name__}"
+        )
+    if not isinstance(curvature, str) or curvature not in CURVATURES:
+        raise ValueError(f"curvature must be one of {CURVATURES}, got {curvature!r}")
+    if inner.cost.per_step is None:
+        raise ValueError(
+            "this inner kernel's NFE per step is only known at run time (it is read "
+            "from each step's info, e.g. NUTS); declare evaluations_per_step to "
+            "budget it in advance"
+        )
+    fixed = (
+        (1 if curvature == "secant" else 0)
+        + inner.cost.at_init
+        + (inner.gradient_of is None)
+    )
+    return SegmentCost(int(fixed), int(inner.cost.per_step))
+
+
+def expected_nfe(
+    inner: InnerKernel,
+    steps_per_segment: int | Sequence[int],
+    curvature: str = "secant",
+) -> int:
+    """NFE of one RTK particle: ``1 + sum_k (fixed + per_step * n_k)``.
+
+    ``steps_per_segment`` is the sequence of inner steps per segment (the ``1`` is
+    the initial score at the horizon). Computed without tracing anything.
+
+    Examples
+    --------
+    >>> from rtk_blackjax.mcmc.inner import mala_inner
+    >>> expected_nfe(mala_inner(), [2, 2, 2])  # 1 + 3 x (secant + init + 2 steps)
+    13
+    """
+    cost = segment_cost(inner, curvature)
+    steps = np.asarray(steps_per_segment)
+    if (
+        steps.ndim > 1
+        or not np.issubdtype(steps.dtype, np.integer)
+        or np.any(steps < 0)
+    ):
+        raise ValueError(
+            "steps_per_segment must be a non-negative int or a sequence of them, got "
+            f"{steps_per_segment!r}"
+        )
+    return int(1 + np.sum(cost.fixed + cost.per_step * steps))

@@ -18,6 +18,8 @@ counts as an NFE). Two rules:
 In RTK, every segment fixes the anchor ``x_a`` at the mean of its Gaussian
 approximation, so ``log p_t(x)`` is estimated *relative to one point* and BlackJAX's
 MALA can use it unchanged (it only ever subtracts two values).
+:func:`line_integral_energy` is that, as a wrapper of an inner kernel: it supplies
+the kernel's ``log p_t`` and adds the quadrature's evaluations to its cost.
 """
 
 from collections.abc import Callable
@@ -37,6 +39,7 @@ __all__ = [
     "extra_evaluations",
     "line_integral_logdensity",
     "energy_difference",
+    "line_integral_energy",
 ]
 
 QUADRATURE_RULES = ("legendre", "lobatto")
@@ -164,3 +167,53 @@ def energy_difference(
         score_fn, time, x, anchor_score, rule=rule, num_nodes=num_nodes
     )
     return estimate(x_new)
+
+
+def line_integral_energy(inner, *, rule: str = "lobatto", num_nodes: int = 3):
+    """``inner`` on score-only models: ``log p_t`` by quadrature of the score.
+
+    Wraps an :class:`~rtk_blackjax.mcmc.inner.InnerKernel`: on each segment its
+    ``log p_t`` is :func:`line_integral_logdensity` anchored at the segment's
+    Gaussian mean, and its cost grows by the quadrature's evaluations: each
+    evaluation of the log density and its gradient costs ``1 +``
+    :func:`extra_evaluations` instead of 1, and the Lobatto rule spends the
+    anchor's score once per segment.
+
+    Examples
+    --------
+    >>> from rtk_blackjax.mcmc.inner import mala_inner
+    >>> line_integral_energy(mala_inner(), rule="legendre", num_nodes=2).cost
+    InnerCost(at_init=3, per_step=3)
+    """
+    extra = extra_evaluations(rule, num_nodes)
+    anchor = 1 if rule == "lobatto" else 0
+    each = 1 + extra  # score(x) itself and the interior nodes
+
+    def log_p(target, geometry):
+        anchor_score = (
+            target.score(geometry.gaussian_mean, geometry.time)
+            if rule == "lobatto"
+            else None
+        )
+        return line_integral_logdensity(
+            target.score,
+            geometry.time,
+            geometry.gaussian_mean,
+            anchor_score,
+            rule=rule,
+            num_nodes=num_nodes,
+        )
+
+    def step(rng_key, state, logdensity_fn, **params):
+        state, info = inner.step(rng_key, state, logdensity_fn, **params)
+        return state, info._replace(num_evaluations=info.num_evaluations * each)
+
+    cost = inner.cost
+    return inner._replace(
+        step=step,
+        cost=cost._replace(
+            at_init=cost.at_init * each + anchor,
+            per_step=None if cost.per_step is None else cost.per_step * each,
+        ),
+        log_p=log_p,
+    )

@@ -28,6 +28,7 @@ from rtk_blackjax.diffusion import (
     geometric_grid,
     ou_mean_coef,
     ou_variance,
+    transition_coefs,
     validate_grid,
 )
 from rtk_blackjax.posterior.base import PosteriorResult, check_linear_gaussian
@@ -124,7 +125,7 @@ def dps_linear_gaussian(
         # Ancestral step q(x_{t'} | x_t, x0 = x̂0): stable for the long first
         # segments of a geometric grid (the exponential integrator is not), and
         # the (guided) Tweedie denoise itself on the last segment to t' = 0.
-        a_h, s2_h = jnp.exp(t_next - t), -jnp.expm1(2.0 * (t_next - t))
+        a_h, s2_h = transition_coefs(t_next, t)
         a_n, s2_n = ou_mean_coef(t_next), ou_variance(t_next)
         var = s2_n * s2_h / (s2_h + a_h**2 * s2_n)
         mean = var * (a_n * x0 / jnp.maximum(s2_n, 1e-30) + a_h * x / s2_h)

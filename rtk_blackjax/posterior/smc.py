@@ -83,6 +83,7 @@ from rtk_blackjax.diffusion import (
     validate_grid,
 )
 from rtk_blackjax.posterior.base import PosteriorResult, check_linear_gaussian
+from rtk_blackjax.segment import gaussian_approximation, predict
 from rtk_blackjax.targets.analytic import mixture_variance
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import Array, ArrayLike, PRNGKey
@@ -501,17 +502,19 @@ def _build_run(prior, times, n, num_steps, step_scale, threshold, dim, twist):
 
     def propose(key, A, y, noise, x, score, t_prev, t_new):
         """Tilted Gaussian predictor for one particle: draw, log density, tilt."""
-        a, s2 = transition_coefs(t_new, t_prev)
         k_sec, k_z, k_e = jax.random.split(key, 3)
-        mean = (x + s2 * score) / a
-        u = jnp.sqrt(s2) * jax.random.normal(k_sec, x.shape, x.dtype)
-        score_u = prior.score(x + u, t_prev)
-        lam = -jnp.dot(score_u - score, u) / jnp.dot(u, u)
-        # same safeguards as the RTK predictor (rtk_blackjax.mcmc.rtk)
+        # RTK's Gaussian approximation of the prior's q_k (rtk_blackjax.segment)
+        prior_q = gaussian_approximation(
+            k_sec,
+            lambda z: prior.score(z, t_prev),
+            x,
+            score,
+            t_prev,
+            t_new,
+            dtype=x.dtype,
+        )
+        mean, v, lam = prior_q.mean, prior_q.variance, prior_q.curvature
         s2_prev, s2_new = ou_variance(t_prev), ou_variance(t_new)
-        lam = jnp.minimum(lam, 1.0 / s2_prev)
-        factor = jnp.maximum(1.0 - s2 * lam, a**2 * s2_new / s2_prev)
-        v = (s2 / a**2) * jnp.maximum(factor, 1e-4)
         # Linearise the twist's Tweedie estimate around the predictor's mean:
         # x̂0(x') ≈ x̂0(x) + β (x' - mean) with slope β = (1 - s_new² λ) / a_new
         # (E[x̂0(x') | x] = x̂0(x) by the tower property), so the tilt is
@@ -528,7 +531,7 @@ def _build_run(prior, times, n, num_steps, step_scale, threshold, dim, twist):
         chol_g = jnp.linalg.cholesky(gamma)
         M = v * (B @ B.T) + gamma
         chol_m = jnp.linalg.cholesky(M)
-        x_prior = mean + jnp.sqrt(v) * jax.random.normal(k_z, x.shape, x.dtype)
+        x_prior = predict("gaussian", k_z, prior_q, x, score)
         eta = chol_g @ jax.random.normal(k_e, y.shape, x.dtype)
         innov = y_eff - B @ x_prior - eta
         x_new = x_prior + v * B.T @ jax.scipy.linalg.cho_solve((chol_m, True), innov)

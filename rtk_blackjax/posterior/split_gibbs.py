@@ -182,11 +182,7 @@ class PriorBlock:
 
     def cost(self, k: int) -> int:
         """Prior evaluations of one ``sample`` from stage ``k`` (no tracing)."""
-        per_segment = (
-            1 + self._inner.evaluations_at_init + (self._inner.gradient_of is None)
-        )
-        steps = np.asarray(self.inner_steps)[k:]
-        return int(1 + np.sum(per_segment + self._inner.evaluations_per_step * steps))
+        return rtk_module.expected_nfe(self._inner, np.asarray(self.inner_steps)[k:])
 
 
 def prior_block(
