@@ -878,10 +878,6 @@ def noise_floors(
     >>> bool(floors["marginal_accuracy"] > 0.8)
     True
     """
-    # Checked here too, so that errors name this function's arguments.
-    reference_a = _as_samples(reference_a, "reference_a")
-    reference_b = _as_samples(reference_b, "reference_b")
-    _check_same_dim(reference_a, reference_b, "reference_a", "reference_b")
     return evaluate(
         reference_a,
         reference_b,

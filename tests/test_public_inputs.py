@@ -691,8 +691,10 @@ CASES = {
     "rtk_blackjax.metrics.noise_floors": Case(
         dict(reference_a=SAMPLES, reference_b=SAMPLES, rng_key=KEY),
         [
-            ("reference_a", SAMPLES[0], V),
-            ("reference_b", SAMPLES[:, :1], V),
+            # noise_floors is evaluate(reference_a, reference_b): its messages
+            # name evaluate's x and reference (tests/test_metrics.py relies on it).
+            ("reference_a", SAMPLES[0], V, "x"),
+            ("reference_b", SAMPLES[:, :1], V, "reference"),
             *_key(),
         ],
     ),
