@@ -667,9 +667,11 @@ def as_top_level_api(
         del rng_key
         return init(position, logdensity_fn, initial_position, step_size, init_spread)
 
-    def step_fn(rng_key: PRNGKey, state: LogDensityRTKState):
+    def step_fn(
+        rng_key: PRNGKey, state: LogDensityRTKState, segment: ArrayLike | None = None
+    ):
         # Dtype and shape only: works on traced keys too (the driver vmaps this).
-        return kernel(check_key("rng_key", rng_key), state)
+        return kernel(check_key("rng_key", rng_key), state, segment)
 
     return DiffusionAlgorithm(init_fn, step_fn, times)
 
