@@ -12,6 +12,7 @@ posterior).
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import rtk_blackjax as rb
 from rtk_blackjax.posterior import (
@@ -100,6 +101,7 @@ def test_dps_matches_its_exact_law_and_its_guidance_matters():
     assert not moments_ok(run(2.0), mean, cov)  # the guidance scale is seen
 
 
+@pytest.mark.slow
 def test_nuts_matches_the_exact_posterior():
     res = nuts_linear_gaussian(
         jax.random.key(0),
@@ -147,6 +149,7 @@ def test_smc_matches_the_exact_posterior():
     assert not moments_ok(run(0.0 * A), n_eff=1000)  # the prior, not the posterior
 
 
+@pytest.mark.slow
 def test_split_gibbs_matches_the_exact_posterior():
     def run(A_):
         return split_gibbs_linear_gaussian(
