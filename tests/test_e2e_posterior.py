@@ -168,3 +168,34 @@ def test_split_gibbs_matches_the_exact_posterior():
     # effective size
     assert moments_ok(run(A), n_eff=1000)
     assert not moments_ok(run(0.0 * A), n_eff=1000)  # the prior, not the posterior
+
+
+@pytest.mark.slow
+def test_split_gibbs_mode_weights_of_a_bimodal_prior():
+    # Two modes of equal prior weight; the observation favours the right one:
+    # exact posterior weight ∝ w_k N(y; A m_k, σ² + A C Aᵀ) = 0.82. The population
+    # weights (reweight + resampling) carry that across the ρ schedule.
+    modes = np.array([[-2.0, 0.0], [2.0, 0.0]])
+    prior = rb.targets.gaussian_mixture(jnp.asarray(modes), 0.3)
+    A1, y1, sigma1 = np.array([[1.0, 0.0]]), np.array([0.5]), 1.0
+    log_w = -0.5 * (y1[0] - modes[:, 0]) ** 2 / (sigma1**2 + 0.3)
+    exact = np.exp(log_w[1] - np.logaddexp(*log_w))
+
+    def right_weight(A_):
+        res = split_gibbs_linear_gaussian(
+            jax.random.key(0),
+            prior,
+            A_,
+            y1,
+            sigma1,
+            num_chains=1000,
+            num_draws=2,
+            prior_nfe_budget=300,
+            num_segments=8,
+        )
+        return float((np.asarray(res.samples)[..., 0] > 0).mean())
+
+    # 2000 draws, half as the effective size: se = sqrt(w (1 - w) / 1000)
+    tol = Z * np.sqrt(exact * (1 - exact) / 1000)
+    assert abs(right_weight(A1) - exact) < tol
+    assert abs(right_weight(0.0 * A1) - exact) > tol  # the prior's 0.5
