@@ -139,6 +139,7 @@ MUTATIONS = [
         "    return jnp.clip(jnp.searchsorted(jnp.cumsum(weights), positions), 0, n - 1)",
         "    return jnp.clip(jnp.arange(n), 0, n - 1)",
         (
+            POST + "::test_split_gibbs_mode_weights_of_a_bimodal_prior",
             POST + "::test_split_gibbs_matches_the_exact_posterior",
             "tests/posterior/test_split_gibbs.py",
         ),
