@@ -33,3 +33,8 @@ def _run_python_for_result(code: str, env_updates: dict, timeout: int = 300) -> 
 def run_python_for_result():
     """``run(code, env_updates) -> dict``: see :func:`_run_python_for_result`."""
     return _run_python_for_result
+
+
+# A script (python tests/mutation_check.py), not a test module: it copies the
+# repository and runs pytest itself.
+collect_ignore = ["mutation_check.py"]

@@ -303,9 +303,12 @@ def test_evaluate_and_noise_floors():
         "sliced_w2",
         "mmd",
     }
-    assert floors == evaluate(ref_a, ref_b, rng_key=key, **kwargs)
-    assert floors["mode_tv"] == mode_weight_tv(ref_a, means, weights)
-    assert floors["var_bias"] == var_bias(ref_a, exact_var)
+    # independent of the library: two well-separated modes, so the weight TV is
+    # the empirical weight's error; var_bias is the mean variance ratio minus 1
+    right = ref_a[:, 0] > 0
+    assert floors["mode_tv"] == pytest.approx(abs(right.mean() - weights[1]), abs=1e-6)
+    expected_bias = np.mean(ref_a.var(0, ddof=1) / exact_var) - 1.0
+    assert floors["var_bias"] == pytest.approx(expected_bias, rel=0.01, abs=5e-3)
     assert floors["marginal_accuracy"] > 0.85
     assert floors["mode_tv"] < 0.07
     assert abs(floors["var_bias"]) < 0.2

@@ -187,5 +187,7 @@ def test_sample_model_returns_constrained_sites():
     assert scale.shape == (400,) and np.all(scale > 0)
     # log(scale) ~ N(0.3, 0.5^2): 5 MC sd on the mean (short schedule).
     assert abs(np.log(scale).mean() - 0.3) < 5 * 0.5 / np.sqrt(400)
+    # and its variance 0.25: 5 MC sd of a sample variance, 0.25 * sqrt(2 / 399)
+    assert abs(np.log(scale).var(ddof=1) - 0.25) < 5 * 0.25 * np.sqrt(2 / 399)
     assert out.result.num_evaluations == 1 + 2 * 17 + 3 * 2
     assert out.pilot_evaluations == 50 * out.result.num_evaluations

@@ -1,0 +1,254 @@
+"""Mutation check: do the tests catch a wrong algorithm?
+
+Not a test module (``tests/conftest.py`` keeps pytest from collecting it). Run::
+
+    python tests/mutation_check.py [--only ID,ID] [--timeout 600] [--marker "not slow"]
+
+For each single-point mutation below it copies the repository to a temporary
+directory, replaces ``old`` by ``new`` in ``file`` (the snippet must occur exactly
+once), runs the listed tests there (``PYTHONPATH`` = the copy, ``-x``: the first
+failure kills the mutant) and prints a table: ``killed`` (a test failed),
+``survived`` (all passed: the tests cannot see this bug), ``anchor not found``
+(the code moved: re-anchor the snippet), ``timeout``.
+
+Snippets are written against the code at the time of writing; the library is being
+refactored, so an anchor that no longer matches is reported, never fatal.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Mutation(NamedTuple):
+    id: str
+    file: str
+    old: str
+    new: str
+    tests: tuple
+    why: str
+
+
+E2E = "tests/test_e2e_statistical.py"
+NFE = "tests/test_nfe_instruments.py"
+POST = "tests/test_e2e_posterior.py"
+
+MUTATIONS = [
+    Mutation(
+        "rtk-discards-inner-chain",
+        "rtk_blackjax/mcmc/rtk.py",
+        "        position = inner_state.position\n",
+        "        position = problem.initial_position\n",
+        (E2E + "::test_rtk_inner_kernels_are_accurate_and_needed[mala]",),
+        "RTK returns its Gaussian predictor, not the inner chain's result",
+    ),
+    Mutation(
+        "uld-step-times-1e-8",
+        "rtk_blackjax/mcmc/uld.py",
+        '        "step_size": step_factor / sqrt_curvature,',
+        '        "step_size": 1e-8 * step_factor / sqrt_curvature,',
+        (E2E + "::test_rtk_inner_kernels_are_accurate_and_needed[uld-adjusted]",),
+        "ULD inner chain frozen by a tiny step",
+    ),
+    Mutation(
+        "projection-test-inverted",
+        "rtk_blackjax/mcmc/inner.py",
+        "inside = jnp.linalg.norm(new_flat - old_flat) <= radius",
+        "inside = jnp.linalg.norm(new_flat - old_flat) > radius",
+        (
+            E2E
+            + "::test_score_only_rtk_is_accurate_and_needs_its_moves[score-mala-projected]",
+        ),
+        "projected score-MALA rejects every move inside the radius",
+    ),
+    Mutation(
+        "score-mala-cost-1-plus-1",
+        "rtk_blackjax/mcmc/inner.py",
+        "        evaluations_per_step=1 + extra,",
+        "        evaluations_per_step=1 + 1,",
+        (NFE + "::test_score_only_rtk_nfe_is_the_real_count",),
+        "score-MALA declares 2 evaluations per step whatever its quadrature",
+    ),
+    Mutation(
+        "dps-guidance-doubled",
+        "rtk_blackjax/posterior/dps.py",
+        "x0 = (x + s2_t * (score + zeta * lik_grad)) / a_t",
+        "x0 = (x + s2_t * (score + 2.0 * zeta * lik_grad)) / a_t",
+        (
+            POST + "::test_dps_matches_its_exact_law_and_its_guidance_matters",
+            "tests/posterior/test_dps.py",
+        ),
+        "DPS guidance scale doubled",
+    ),
+    Mutation(
+        "uld-adjusted-always-accepts",
+        "rtk_blackjax/mcmc/uld.py",
+        "is_accepted = log_uniform < log_p_accept",
+        "is_accepted = log_uniform < jnp.inf",
+        (
+            "tests/mcmc/test_uld.py",
+            E2E + "::test_rtk_inner_kernels_are_accurate_and_needed[uld-adjusted]",
+        ),
+        "no Metropolis test in the adjusted ULD kernel",
+    ),
+    Mutation(
+        "secant-curvature-sign",
+        "rtk_blackjax/mcmc/rtk.py",
+        "lam = -jnp.dot(score_u - score_y_flat, u) / jnp.dot(u, u)",
+        "lam = jnp.dot(score_u - score_y_flat, u) / jnp.dot(u, u)",
+        (
+            E2E + "::test_rtk_inner_kernels_are_accurate_and_needed[mala]",
+            "tests/mcmc/test_rtk.py",
+        ),
+        "secant curvature estimate with the wrong sign",
+    ),
+    Mutation(
+        "smc-weights-not-updated",
+        "rtk_blackjax/posterior/smc.py",
+        "        logw_new = logw + incr\n",
+        "        logw_new = logw + 0.0 * incr\n",
+        (
+            POST + "::test_smc_matches_the_exact_posterior",
+            "tests/posterior/test_smc.py",
+        ),
+        "SMC incremental weights ignored",
+    ),
+    Mutation(
+        "smc-resampling-wrong-indices",
+        "rtk_blackjax/posterior/smc.py",
+        "idx = jnp.where(do_resample, systematic(k_res, weights, n), jnp.arange(n))",
+        "idx = jnp.where(do_resample, jax.random.randint(k_res, (n,), 0, n), "
+        "jnp.arange(n))",
+        (
+            POST + "::test_smc_matches_the_exact_posterior",
+            "tests/posterior/test_smc.py",
+        ),
+        "SMC resamples uniformly (indices not drawn from the weights)",
+    ),
+    Mutation(
+        "split-gibbs-resampling-wrong-indices",
+        "rtk_blackjax/posterior/split_gibbs.py",
+        "    return jnp.clip(jnp.searchsorted(jnp.cumsum(weights), positions), 0, n - 1)",
+        "    return jnp.clip(jnp.arange(n), 0, n - 1)",
+        (
+            POST + "::test_split_gibbs_mode_weights_of_a_bimodal_prior",
+            POST + "::test_split_gibbs_matches_the_exact_posterior",
+            "tests/posterior/test_split_gibbs.py",
+        ),
+        "split Gibbs resampling keeps every chain whatever its weight",
+    ),
+    Mutation(
+        "tweedie-mean-off-by-a",
+        "rtk_blackjax/mcmc/rtk.py",
+        "tweedie_flat = (y_flat + s2 * score_y_flat) / a\n",
+        "tweedie_flat = y_flat + s2 * score_y_flat\n",
+        (
+            E2E + "::test_rtk_inner_kernels_are_accurate_and_needed[mala]",
+            "tests/mcmc/test_rtk.py",
+        ),
+        "Tweedie's mean not divided by a_t",
+    ),
+    Mutation(
+        "uld-friction-in-integrator",
+        "rtk_blackjax/mcmc/uld.py",
+        "    decay = jnp.exp(-a)\n",
+        "    decay = jnp.exp(-2.0 * a)\n",
+        (
+            "tests/mcmc/test_uld.py",
+            E2E + "::test_rtk_inner_kernels_are_accurate_and_needed[uld]",
+        ),
+        "velocity decays with twice the friction the noise is built for",
+    ),
+    Mutation(
+        "uld-default-friction-wrong",
+        "rtk_blackjax/mcmc/uld.py",
+        '        "friction": 2.0 * sqrt_curvature,',
+        '        "friction": 0.02 * sqrt_curvature,',
+        (
+            E2E + "::test_rtk_inner_kernels_are_accurate_and_needed[uld]",
+            "tests/mcmc/test_rtk_uld.py",
+        ),
+        "ULD 100x under-damped (still invariant: a mixing bug)",
+    ),
+]
+
+
+def _copy(dest: Path) -> None:
+    ignore = shutil.ignore_patterns(
+        ".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", "*.egg-info"
+    )
+    shutil.copytree(ROOT, dest, ignore=ignore)
+
+
+def run(mutation: Mutation, timeout: int, marker: str) -> tuple[str, float]:
+    start = time.time()
+    with tempfile.TemporaryDirectory(prefix=f"mut-{mutation.id}-") as tmp:
+        repo = Path(tmp) / "repo"
+        _copy(repo)
+        path = repo / mutation.file
+        if not path.exists():
+            return "anchor not found (file)", 0.0
+        text = path.read_text()
+        if text.count(mutation.old) != 1:
+            found = text.count(mutation.old)
+            return f"anchor not found ({found} matches)", 0.0
+        path.write_text(text.replace(mutation.old, mutation.new))
+        env = dict(os.environ, PYTHONPATH=str(repo), JAX_PLATFORMS="cpu")
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-x",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-W",
+            "ignore::RuntimeWarning",
+            "-m",
+            marker,
+            *mutation.tests,
+        ]
+        try:
+            proc = subprocess.run(
+                cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            return "timeout", time.time() - start
+        elapsed = time.time() - start
+        if proc.returncode == 0:
+            return "survived", elapsed
+        if proc.returncode == 1:
+            return "killed", elapsed
+        if proc.returncode == 5:
+            return "no tests ran", elapsed
+        return f"error (pytest rc {proc.returncode})", elapsed
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="comma-separated mutation ids")
+    parser.add_argument("--timeout", type=int, default=600)
+    parser.add_argument("--marker", default="not slow")
+    args = parser.parse_args(argv)
+    chosen = [m for m in MUTATIONS if not args.only or m.id in args.only.split(",")]
+    rows = []
+    for mutation in chosen:
+        status, elapsed = run(mutation, args.timeout, args.marker)
+        rows.append((mutation.id, status, elapsed, mutation.why))
+        print(f"{mutation.id:38s} {status:26s} {elapsed:6.0f}s", flush=True)
+    print("\n| mutation | result | time | what it breaks |\n|---|---|---|---|")
+    for mid, status, elapsed, why in rows:
+        print(f"| {mid} | {status} | {elapsed:.0f} s | {why} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
