@@ -437,9 +437,12 @@ def heun_pf_ode(target: Target, times) -> DiffusionAlgorithm:
         euler = jax.tree.map(lambda x, d: x + dsigma * d, x_tilde, slope)
 
         def correct(_, current):
-            del current
+            # The body reads its carry (== euler on its one iteration): a body that
+            # ignores it is loop-invariant, and XLA hoists the score call out of
+            # the loop, running it on the last segment too where the trip count
+            # is 0.
             slope_end = jax.tree.map(
-                lambda x, d: (x - d) / sigma_end, euler, denoiser(euler, t_end)
+                lambda x, d: (x - d) / sigma_end, current, denoiser(current, t_end)
             )
             return jax.tree.map(
                 lambda x, d0, d1: x + 0.5 * dsigma * (d0 + d1),

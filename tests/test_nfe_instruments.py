@@ -165,24 +165,7 @@ def test_score_only_rtk_nfe_is_the_real_count(case):
     assert reported - per_segment == 1
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(
-            c,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="library: heun_pf_ode's last-segment correction loop has "
-                "trip count 0, but its body ignores the carry (loop-invariant), so "
-                "XLA hoists the score evaluation out of the loop and runs it anyway: "
-                "11 reported, 12 executed",
-            ),
-        )
-        if c == "heun_pf_ode"
-        else c
-        for c in sorted(BASELINE_CASES)
-    ],
-)
+@pytest.mark.parametrize("case", sorted(BASELINE_CASES))
 def test_baseline_nfe_is_the_real_count(case):
     reported, counted, per_segment = _sample_and_count(
         BASELINE_CASES[case], hide_logdensity=True
@@ -207,12 +190,6 @@ def test_blackjax_hmc_with_declared_cost_is_the_real_count():
     assert reported == counted
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13: rb.inner_kernel(blackjax.hmc) without evaluations_per_step "
-    "counts 1 per step instead of num_integration_steps (fixed by the InnerKernel "
-    "redesign: NFE from the kernel's info)",
-)
 def test_blackjax_hmc_without_declared_cost_is_the_real_count():
     inner = rb.inner_kernel(blackjax.hmc, _hmc_parameters)
     reported, counted, _ = _sample_and_count(
@@ -239,15 +216,7 @@ def test_diffusion_prior_nfe_is_the_real_count():
     "num_importance",
     [
         [3, 3, 3],
-        pytest.param(
-            [4, 2, 0],
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="library: the compiled program evaluates max(num_importance) "
-                "candidates on every segment (padding masked to -inf), but NFE counts "
-                "num_importance[k]: 15 reported, 22 executed",
-            ),
-        ),
+        [4, 2, 0],
     ],
     ids=["uniform", "ragged"],
 )
@@ -336,12 +305,6 @@ def test_split_gibbs_prior_nfe_is_the_real_count():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="library: nuts_linear_gaussian counts integration steps only; the "
-    "log-density-and-gradient at the chain's initial position (window adaptation's "
-    "init) is not counted (85 executed, 84 reported)",
-)
 def test_nuts_prior_nfe_is_the_real_count():
     counter = Counter()
     prior = counter.target(LG_PRIOR)

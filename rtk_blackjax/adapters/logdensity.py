@@ -500,7 +500,11 @@ def build_kernel(
                 chosen,
             )
             x0 = chosen
-            nfe = nfe + m_k + jnp.where(m_k > 0, 1, 0).astype(jnp.int32)
+            # What runs, not what is used: every segment evaluates all max_m
+            # candidates (one compiled shape; the padding is masked above), and the
+            # gradient at the chosen point is evaluated under vmap even when the
+            # current point is kept (a batched cond runs both branches).
+            nfe = nfe + max_m + 1
         else:
             moved = jnp.zeros((), bool)
             ess = jnp.ones((), dtype)

@@ -58,7 +58,9 @@ def _build_run(prior, num_draws, num_warmup, target_acceptance_rate):
             body, state, jax.random.split(k_draw, num_draws)
         )
         warm_steps = jnp.sum(adapt.info.num_integration_steps)
-        return xs, acc, jnp.sum(steps) + warm_steps, params["step_size"]
+        # + 1: window adaptation evaluates the log density and its gradient at
+        # the chain's initial position before the first integration step.
+        return xs, acc, jnp.sum(steps) + warm_steps + 1, params["step_size"]
 
     return jax.jit(jax.vmap(one_chain, in_axes=(0, 0, None, None, None)))
 
