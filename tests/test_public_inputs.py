@@ -72,7 +72,7 @@ EXEMPT = {
     "rtk_blackjax.diffusion.ou_mean_coef": _TRACED,
     "rtk_blackjax.diffusion.ou_variance": _TRACED,
     "rtk_blackjax.diffusion.transition_coefs": _TRACED,
-    "rtk_blackjax.adapters.logdensity.bridge_moments": _TRACED,
+    "rtk_blackjax.mcmc.logdensity.bridge_moments": _TRACED,
     "rtk_blackjax.adapters.learned.dsm_loss": _TRACED + " (the training loss)",
     "rtk_blackjax.posterior.split_gibbs.rho_to_time": _TRACED,
     "rtk_blackjax.posterior.split_gibbs.time_to_rho": _TRACED,
@@ -450,10 +450,10 @@ CASES = {
     ),
     "rtk_logdensity(...).step": Case(dict(rng_key=KEY), _key(), _logdensity_step),
     "rtk(...).step": Case(dict(rng_key=KEY), _key(), _rtk_step),
-    "rtk_blackjax.adapters.logdensity.build_kernel": Case(
+    "rtk_blackjax.mcmc.logdensity.build_kernel": Case(
         dict(logdensity_fn=logdensity_fn, times=TIMES), _LOGDENSITY_BAD
     ),
-    "rtk_blackjax.adapters.logdensity.init": Case(
+    "rtk_blackjax.mcmc.logdensity.init": Case(
         dict(position=jnp.zeros(2), logdensity_fn=logdensity_fn),
         [
             ("position", np.zeros(2, np.int32), T),
@@ -463,7 +463,7 @@ CASES = {
             ("init_spread", -1.0, V),
         ],
     ),
-    "rtk_blackjax.adapters.logdensity.default_schedule": Case(
+    "rtk_blackjax.mcmc.logdensity.default_schedule": Case(
         {},
         [
             *_count("num_segments", 1),
