@@ -74,8 +74,8 @@ EXEMPT = {
     "rtk_blackjax.diffusion.transition_coefs": _TRACED,
     "rtk_blackjax.mcmc.logdensity.bridge_moments": _TRACED,
     "rtk_blackjax.adapters.learned.dsm_loss": _TRACED + " (the training loss)",
-    "rtk_blackjax.posterior.split_gibbs.rho_to_time": _TRACED,
-    "rtk_blackjax.posterior.split_gibbs.time_to_rho": _TRACED,
+    "rtk_blackjax.posterior.prior_block.rho_to_time": _TRACED,
+    "rtk_blackjax.posterior.prior_block.time_to_rho": _TRACED,
     "rtk_blackjax.posterior.relaxed_gaussian_posterior": (
         "closed-form reference for tests (plain linear algebra on its arrays)"
     ),
@@ -90,7 +90,7 @@ EXEMPT = {
     "rtk_blackjax.adapters.ScoreNetwork": (
         "an Equinox module built by make_score_network, which validates"
     ),
-    "rtk_blackjax.posterior.split_gibbs.PriorBlock": (
+    "rtk_blackjax.posterior.prior_block.PriorBlock": (
         "a container built by prior_block, which validates"
     ),
     "rtk_blackjax.adapters.load_trained": (
@@ -739,7 +739,7 @@ CASES = {
             ("reweight", 1, T),
         ],
     ),
-    "rtk_blackjax.posterior.split_gibbs.prior_block": Case(
+    "rtk_blackjax.posterior.prior_block.prior_block": Case(
         dict(prior=TARGET, rho_final=0.1),
         [
             *_target("prior"),
@@ -1014,7 +1014,7 @@ def test_every_row_is_checked_against_a_valid_call():
         "rtk_blackjax.adapters.rtk_logdensity",
         "rtk_blackjax.adapters.gaussian_reference",
         "rtk_blackjax.metrics.marginal_accuracy",
-        "rtk_blackjax.posterior.split_gibbs.prior_block",
+        "rtk_blackjax.posterior.prior_block.prior_block",
         "rtk_blackjax.posterior.gmm.make_problem",
         "rtk_blackjax.targets.gaussian_mixture",
         "rtk_blackjax.targets.random_mixture",
