@@ -4,7 +4,7 @@ The model is a Bayesian linear regression with known noise, so its posterior is
 Gaussian and known exactly: that gives RTK the exact OU-diffused target
 ``p_t`` (``rb.targets.gaussian``) and the example something to check against. The
 same model is also sampled from its log density alone
-(:mod:`rtk_blackjax.adapters.logdensity`), which is what a general NumPyro model
+(:mod:`rtk_blackjax.mcmc.logdensity`), which is what a general NumPyro model
 needs; both runs go to ArviZ the same way.
 The NumPyro side (site names, flat unconstrained layout, constrained values) comes
 from :func:`rtk_blackjax.adapters.numpyro_model.model_density`.
@@ -30,8 +30,8 @@ import numpyro.distributions as dist
 
 import rtk_blackjax as rb
 from rtk_blackjax import diagnostics
-from rtk_blackjax.adapters.logdensity import rtk_logdensity
 from rtk_blackjax.adapters.numpyro_model import model_density
+from rtk_blackjax.mcmc.logdensity import rtk_logdensity
 
 NOISE = 0.5
 PRIOR_SCALE_B, PRIOR_SCALE_W = 2.0, 1.0
@@ -93,7 +93,7 @@ def main(out: str, num_samples: int, num_draws: int, broken: float | None) -> No
     print("acceptance per segment:", np.round(acceptance.values, 2))
 
     # The same model from its log density alone (no diffused target needed):
-    # RTK on the augmented joint, rtk_blackjax.adapters.logdensity.
+    # RTK on the augmented joint, rtk_blackjax.mcmc.logdensity.
     start = time.perf_counter()
     # The posterior (sd ~ 0.1) is far narrower than the Gaussian factor of the
     # first denoising posteriors: start MALA's step small, it adapts from there.

@@ -1,7 +1,22 @@
 """rtk_blackjax: Reverse Transition Kernel diffusion samplers as a BlackJAX extension.
 
 The top-level names follow BlackJAX: ``rtk_blackjax.rtk(...)`` builds a sampler,
-``rtk_blackjax.rtk.init`` / ``.build_kernel`` are the low-level pieces.
+``rtk_blackjax.rtk.init`` / ``.build_kernel`` are the low-level pieces. Exported here:
+
+* samplers: ``rtk`` (:mod:`rtk_blackjax.mcmc.rtk`), ``uld`` / ``uld_adjusted``
+  (:mod:`rtk_blackjax.mcmc.uld`), the baselines ``ddpm``, ``ddim``, ``dpm_solver_pp``,
+  ``heun_pf_ode``, ``predictor_corrector`` (:mod:`rtk_blackjax.baselines`);
+* running them: ``sample``, ``SampleResult``, ``NonFiniteSamplesError``
+  (:mod:`rtk_blackjax.run`); ``SegmentGeometry`` (:mod:`rtk_blackjax.segment`);
+* inner kernels: ``InnerKernel``, ``InnerCost``, ``InnerInfo`` and the factories
+  ``inner_kernel``, ``mala_inner``, ``score_mala_inner``, ``independence_inner``,
+  ``uld_inner`` (:mod:`rtk_blackjax.mcmc.inner`);
+* time grids: ``uniform_grid``, ``geometric_grid``, ``theory_grid``, ``make_grid``,
+  ``validate_grid`` (:mod:`rtk_blackjax.diffusion`);
+* the subpackages ``diffusion``, ``metrics``, ``targets``, and, imported on first
+  use, ``adapters``, ``diagnostics``, ``posterior``, ``policy`` with the shortcuts
+  ``DiffusionPrior`` (:mod:`rtk_blackjax.posterior`) and ``RTKKernel``
+  (:mod:`rtk_blackjax.adapters`).
 """
 
 from blackjax import GenerateSamplingAPI, generate_top_level_api_from
@@ -45,8 +60,9 @@ uld_adjusted = GenerateSamplingAPI(
 __version__ = "0.1.0"
 
 # Imported on first use: ArviZ (diagnostics) and Equinox/Optax (learned scores)
-# add seconds to `import rtk_blackjax` that samplers never need.
-_LAZY_MODULES = ("adapters", "diagnostics", "posterior")
+# add seconds to `import rtk_blackjax` that samplers never need; the NFE policy is
+# cheap but, like them, not needed to build a sampler.
+_LAZY_MODULES = ("adapters", "diagnostics", "posterior", "policy")
 _LAZY_NAMES = {
     "DiffusionPrior": "rtk_blackjax.posterior",
     "RTKKernel": "rtk_blackjax.adapters",
@@ -99,6 +115,7 @@ __all__ = [
     "adapters",
     "diagnostics",
     "posterior",
+    "policy",
     "DiffusionPrior",
     "RTKKernel",
 ]

@@ -1,4 +1,7 @@
-"""ArviZ conversion of RTK runs and per-segment mixing diagnostics of the inner chains.
+"""Per-segment mixing diagnostics of the inner chains of RTK runs.
+
+The ArviZ converter itself lives in :mod:`rtk_blackjax.interop.arviz`; this module
+re-exports it as :func:`to_arviz` and adds the mixing checks.
 
 Two questions, two tools:
 
@@ -19,7 +22,7 @@ Two questions, two tools:
   table and warns (:class:`MixingWarning`) about segments whose kernel does not mix;
   :func:`plot_segment_diagnostics` writes trace and rank plots to a PNG.
 
-ArviZ versions: everything here builds ``xarray.Dataset`` objects with dims
+ArviZ versions: the diagnostics here build ``xarray.Dataset`` objects with dims
 ``("chain", "draw", ...)`` itself and only calls ``az.rhat``, ``az.ess`` and
 ``az.mcse`` (``method=`` keywords common to arviz 0.23 and 1.x). Plots use
 matplotlib directly because ArviZ's plotting API differs between the two.

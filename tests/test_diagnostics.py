@@ -147,7 +147,7 @@ def test_to_arviz_builds_a_datatree_for_arviz_1(run, monkeypatch):
 
 
 def test_one_converter_for_every_result_type(run):
-    from rtk_blackjax.adapters.logdensity import ModelSamples
+    from rtk_blackjax.mcmc.logdensity import ModelSamples
     from rtk_blackjax.posterior import PosteriorResult, posterior_to_arviz
     from rtk_blackjax.posterior.split_gibbs import to_arviz as split_gibbs_to_arviz
 

@@ -72,10 +72,10 @@ EXEMPT = {
     "rtk_blackjax.diffusion.ou_mean_coef": _TRACED,
     "rtk_blackjax.diffusion.ou_variance": _TRACED,
     "rtk_blackjax.diffusion.transition_coefs": _TRACED,
-    "rtk_blackjax.adapters.logdensity.bridge_moments": _TRACED,
+    "rtk_blackjax.mcmc.logdensity.bridge_moments": _TRACED,
     "rtk_blackjax.adapters.learned.dsm_loss": _TRACED + " (the training loss)",
-    "rtk_blackjax.posterior.split_gibbs.rho_to_time": _TRACED,
-    "rtk_blackjax.posterior.split_gibbs.time_to_rho": _TRACED,
+    "rtk_blackjax.posterior.prior_block.rho_to_time": _TRACED,
+    "rtk_blackjax.posterior.prior_block.time_to_rho": _TRACED,
     "rtk_blackjax.posterior.relaxed_gaussian_posterior": (
         "closed-form reference for tests (plain linear algebra on its arrays)"
     ),
@@ -90,7 +90,7 @@ EXEMPT = {
     "rtk_blackjax.adapters.ScoreNetwork": (
         "an Equinox module built by make_score_network, which validates"
     ),
-    "rtk_blackjax.posterior.split_gibbs.PriorBlock": (
+    "rtk_blackjax.posterior.prior_block.PriorBlock": (
         "a container built by prior_block, which validates"
     ),
     "rtk_blackjax.adapters.load_trained": (
@@ -450,10 +450,10 @@ CASES = {
     ),
     "rtk_logdensity(...).step": Case(dict(rng_key=KEY), _key(), _logdensity_step),
     "rtk(...).step": Case(dict(rng_key=KEY), _key(), _rtk_step),
-    "rtk_blackjax.adapters.logdensity.build_kernel": Case(
+    "rtk_blackjax.mcmc.logdensity.build_kernel": Case(
         dict(logdensity_fn=logdensity_fn, times=TIMES), _LOGDENSITY_BAD
     ),
-    "rtk_blackjax.adapters.logdensity.init": Case(
+    "rtk_blackjax.mcmc.logdensity.init": Case(
         dict(position=jnp.zeros(2), logdensity_fn=logdensity_fn),
         [
             ("position", np.zeros(2, np.int32), T),
@@ -463,7 +463,7 @@ CASES = {
             ("init_spread", -1.0, V),
         ],
     ),
-    "rtk_blackjax.adapters.logdensity.default_schedule": Case(
+    "rtk_blackjax.mcmc.logdensity.default_schedule": Case(
         {},
         [
             *_count("num_segments", 1),
@@ -739,7 +739,7 @@ CASES = {
             ("reweight", 1, T),
         ],
     ),
-    "rtk_blackjax.posterior.split_gibbs.prior_block": Case(
+    "rtk_blackjax.posterior.prior_block.prior_block": Case(
         dict(prior=TARGET, rho_final=0.1),
         [
             *_target("prior"),
@@ -1014,7 +1014,7 @@ def test_every_row_is_checked_against_a_valid_call():
         "rtk_blackjax.adapters.rtk_logdensity",
         "rtk_blackjax.adapters.gaussian_reference",
         "rtk_blackjax.metrics.marginal_accuracy",
-        "rtk_blackjax.posterior.split_gibbs.prior_block",
+        "rtk_blackjax.posterior.prior_block.prior_block",
         "rtk_blackjax.posterior.gmm.make_problem",
         "rtk_blackjax.targets.gaussian_mixture",
         "rtk_blackjax.targets.random_mixture",

@@ -1,9 +1,10 @@
 """Adapters: where targets come from outside this package.
 
 * :func:`model_density`: a NumPyro model as a flat unconstrained log density;
-* :func:`rtk_logdensity` / :func:`sample_model`: RTK for targets known only by
-  their log density at ``t = 0`` (diffusion Monte Carlo on the augmented joint
-  ``(x_0, x_t)``, costs counted in log-density/gradient evaluations);
+* :func:`rtk_logdensity` / :func:`sample_model` (and the Gaussian reference:
+  :func:`adapt_reference`, :func:`gaussian_reference`, :func:`fit_reference`):
+  RTK for targets known only by their log density at ``t = 0``, re-exported from
+  the outer kernel in :mod:`rtk_blackjax.mcmc.logdensity`;
 * :class:`RTKKernel`: RTK as a ``numpyro.infer.MCMC`` kernel;
 * :func:`train_score` / :func:`learned_target`: a denoising-score-matching trained
   Equinox network as a score-only target (:mod:`~rtk_blackjax.adapters.learned`).
@@ -19,7 +20,9 @@ from rtk_blackjax.adapters.learned import (
     save_trained,
     train_score,
 )
-from rtk_blackjax.adapters.logdensity import (
+from rtk_blackjax.adapters.numpyro_kernel import RTKKernel
+from rtk_blackjax.adapters.numpyro_model import ModelDensity, model_density
+from rtk_blackjax.mcmc.logdensity import (
     GaussianReference,
     adapt_reference,
     fit_reference,
@@ -27,8 +30,6 @@ from rtk_blackjax.adapters.logdensity import (
     rtk_logdensity,
     sample_model,
 )
-from rtk_blackjax.adapters.numpyro_kernel import RTKKernel
-from rtk_blackjax.adapters.numpyro_model import ModelDensity, model_density
 
 __all__ = [
     "ModelDensity",

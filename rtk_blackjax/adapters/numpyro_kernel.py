@@ -1,14 +1,14 @@
 """RTK as a ``numpyro.infer.mcmc.MCMCKernel``: ``MCMC(RTKKernel(model), ...)``.
 
 Every call of :meth:`RTKKernel.sample` runs one *full* reverse diffusion per chain
-(:func:`rtk_blackjax.adapters.logdensity.rtk_logdensity` from ``N(0, I)`` at the
+(:func:`rtk_blackjax.mcmc.logdensity.rtk_logdensity` from ``N(0, I)`` at the
 horizon down to ``t = 0``) and returns its end point. Successive draws of a
 "chain" are therefore independent of each other: the chain is an *independence
 sampler* whose draws are approximately (not exactly) from the posterior, and
 NumPyro's ESS / R-hat measure how well the draws agree between chains, not
 autocorrelation. Warmup draws are ordinary draws (and are discarded); the
 adaptation RTK needs, a Gaussian reference of the posterior fitted by small
-pilot runs (:func:`~rtk_blackjax.adapters.logdensity.adapt_reference`), happens
+pilot runs (:func:`~rtk_blackjax.mcmc.logdensity.adapt_reference`), happens
 once in :meth:`RTKKernel.init`, and its cost is in
 ``RTKKernel.pilot_evaluations``.
 
@@ -32,13 +32,13 @@ from numpyro.infer.mcmc import MCMCKernel
 from numpyro.util import is_prng_key
 
 from rtk_blackjax._checks import check_callable, check_int, check_key
-from rtk_blackjax.adapters.logdensity import (
+from rtk_blackjax.adapters.numpyro_model import ModelDensity, model_density
+from rtk_blackjax.mcmc.logdensity import (
     GaussianReference,
     adapt_reference,
     as_top_level_api,
     default_schedule,
 )
-from rtk_blackjax.adapters.numpyro_model import ModelDensity, model_density
 from rtk_blackjax.run.loop import run_segments
 from rtk_blackjax.types import Array, PRNGKey
 
@@ -92,15 +92,15 @@ class RTKKernel(MCMCKernel):
     model
         A NumPyro model with continuous latent sites.
     times
-        Reverse-time grid (default :func:`~rtk_blackjax.adapters.logdensity.default_schedule`).
+        Reverse-time grid (default :func:`~rtk_blackjax.mcmc.logdensity.default_schedule`).
     num_importance, num_inner_steps
         i-SIR candidates and MALA steps per segment (see
-        :func:`~rtk_blackjax.adapters.logdensity.rtk_logdensity`).
+        :func:`~rtk_blackjax.mcmc.logdensity.rtk_logdensity`).
     num_pilot_rounds, pilot_particles
         Pilot runs that fit the Gaussian reference in :meth:`init` (0 rounds:
         no reference unless ``reference`` is given).
     reference
-        A :class:`~rtk_blackjax.adapters.logdensity.GaussianReference` to start
+        A :class:`~rtk_blackjax.mcmc.logdensity.GaussianReference` to start
         from (skips nothing: pilot rounds refine it).
     init_strategy
         NumPyro init strategy for the starting point of the pilot.

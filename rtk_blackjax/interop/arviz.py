@@ -58,9 +58,9 @@ def _inference_data(groups: dict):
 
 
 def _model_samples_type() -> type | None:
-    # ModelSamples lives in adapters.logdensity, whose package imports Equinox and
-    # Optax: look it up only if it is loaded (no ModelSamples exists otherwise).
-    module = sys.modules.get("rtk_blackjax.adapters.logdensity")
+    # ModelSamples lives in mcmc.logdensity; like every sampler module it is not
+    # imported here: look it up only if it is loaded (no ModelSamples exists otherwise).
+    module = sys.modules.get("rtk_blackjax.mcmc.logdensity")
     return None if module is None else module.ModelSamples
 
 

@@ -4,7 +4,7 @@ One rule, a Robbins–Monro step on the log step size towards a target acceptanc
 
     log ε ← log ε + rate · (acceptance − target)
 
-used between the segments of :func:`rtk_blackjax.adapters.logdensity.rtk_logdensity`
+used between the segments of :func:`rtk_blackjax.mcmc.logdensity.rtk_logdensity`
 (on a step-size *factor*) and during the annealing of
 :func:`rtk_blackjax.posterior.split_gibbs.split_gibbs` (on the log step sizes of its
 MALA and NUTS blocks). Each caller keeps its own rate. BlackJAX's dual averaging

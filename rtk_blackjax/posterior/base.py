@@ -1,4 +1,10 @@
-"""What every posterior sampler with a diffusion prior returns, and shared checks."""
+"""What every posterior sampler with a diffusion prior returns, and its input check.
+
+:class:`PosteriorResult` (the chains x draws result of every sampler in
+:mod:`rtk_blackjax.posterior`) and :func:`check_linear_gaussian`, the validator of a
+linear-Gaussian observation model ``y = A x + σ ε`` used by the DPS, twisted-SMC and
+NUTS samplers. Generic argument checks are in :mod:`rtk_blackjax._checks`.
+"""
 
 import math
 from typing import NamedTuple

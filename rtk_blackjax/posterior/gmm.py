@@ -1,4 +1,9 @@
-"""The exact 25-mode Gaussian-mixture posterior benchmark (MCGdiff / TMPD setting).
+"""The 25-mode Gaussian-mixture posterior problem and its exact posterior.
+
+The MCGdiff / TMPD setting: :func:`make_problem` draws a problem, :func:`exact_posterior`
+gives its closed-form posterior mixture, :func:`sample_posterior`, :func:`mode_tv` and
+friends score samplers against it. The benchmark runner is
+:mod:`rtk_blackjax.benchmarks.posterior`.
 
 Prior: ``p_0 = sum_i w_i N(m_i, I_d)`` with 25 means ``(8i, 8j, 8i, 8j, ...)`` for
 ``i, j in {-2, ..., 2}`` (the pair repeated across coordinates) and **uniform

@@ -1,4 +1,15 @@
-"""Targets: where the diffused densities ``p_t`` come from."""
+"""Targets: where the diffused densities ``p_t`` come from.
+
+* :mod:`~rtk_blackjax.targets.base`: :class:`Target`, :func:`from_score`,
+  :func:`score_only`;
+* :mod:`~rtk_blackjax.targets.analytic`: exact Gaussian and Gaussian-mixture
+  targets (closed-form ``p_t``, scores and draws), including the benchmark targets
+  :func:`chessboard` and :func:`random_mog`;
+* :mod:`~rtk_blackjax.targets.distributions`: NumPyro distributions as targets
+  (:func:`from_distribution`, :func:`mixture_from_distribution`).
+
+Learned (score-network) targets are in :mod:`rtk_blackjax.adapters.learned`.
+"""
 
 from rtk_blackjax.targets.analytic import (
     GaussianMixture,

@@ -1,4 +1,9 @@
-"""The target abstraction: where the diffused densities ``p_t`` come from."""
+"""The target abstraction: :class:`Target` and its constructors from a score.
+
+:class:`Target` bundles ``score(x, t)``, an optional ``logdensity(x, t)`` and an
+optional exact mixture description; :func:`from_score` builds one from score (and
+log-density) functions, :func:`score_only` drops a target's log density.
+"""
 
 from collections.abc import Callable
 from typing import NamedTuple

@@ -1,4 +1,4 @@
-"""RTK on the augmented joint for plain log densities (adapters.logdensity)."""
+"""RTK on the augmented joint for plain log densities (mcmc.logdensity)."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import rtk_blackjax as rb
-from rtk_blackjax.adapters.logdensity import (
+from rtk_blackjax.mcmc.logdensity import (
     GaussianReference,
     adapt_reference,
     bridge_moments,
@@ -168,7 +168,7 @@ def test_sample_model_returns_constrained_sites():
     import numpyro
     import numpyro.distributions as dist
 
-    from rtk_blackjax.adapters.logdensity import sample_model
+    from rtk_blackjax.mcmc.logdensity import sample_model
 
     def model():
         numpyro.sample("scale", dist.LogNormal(0.3, 0.5))

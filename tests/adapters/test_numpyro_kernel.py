@@ -9,8 +9,8 @@ import numpyro.distributions as dist
 import pytest
 from numpyro.infer import MCMC
 
-from rtk_blackjax.adapters.logdensity import gaussian_reference
 from rtk_blackjax.adapters.numpyro_kernel import RTKKernel
+from rtk_blackjax.mcmc.logdensity import gaussian_reference
 
 Y = jnp.array([0.9, 2.1, 1.4, 0.3, 1.8])
 PRIOR_MEAN, PRIOR_SD, NOISE_SD = 0.0, 2.0, 1.0
