@@ -41,6 +41,13 @@ MISSING = object()  # a bad "value": the argument left out
 # library (benchmarks) or split (the driver); ``rtk_blackjax.sample`` is covered
 # through its public name. ``__main__`` is the command line.
 SKIPPED_MODULES = {
+    # The pieces of rb.sample (rb.sample itself is walked below): each is called only
+    # by sample() with arguments it has already checked.
+    "rtk_blackjax.run.checkpoint": "internal piece of rb.sample (inputs checked there)",
+    "rtk_blackjax.run.devices": "internal piece of rb.sample (inputs checked there)",
+    "rtk_blackjax.run.layout": "internal piece of rb.sample (inputs checked there)",
+    "rtk_blackjax.run.programs": "internal piece of rb.sample (inputs checked there)",
+    "rtk_blackjax.run.policy": "internal piece of rb.sample (inputs checked there)",
     "rtk_blackjax.__main__": "the command line, not an API",
     "rtk_blackjax.benchmarks.sampling": "benchmark scripts (CLI only), not the library",
     "rtk_blackjax.benchmarks.overhead": "benchmark scripts (CLI only), not the library",
@@ -68,6 +75,35 @@ EXEMPT = {
     "rtk_blackjax.mcmc.uld.default_parameters": _TRACED,
     "rtk_blackjax.mcmc.inner.mala_step_size": _TRACED,
     "rtk_blackjax.mcmc.adaptation.adapt_step_size": _TRACED,
+    "rtk_blackjax.diffusion.ou_noise_to_signal": _TRACED,
+    # the segment loop and its key scheme run inside the compiled program
+    **{
+        f"rtk_blackjax.run{mod}.{name}": _TRACED
+        for mod in ("", ".loop")
+        for name in (
+            "run_segments",
+            "particle_key",
+            "start_key",
+            "chain_key",
+            "segment_key",
+            "start_position",
+            "init_particle",
+        )
+    },
+    # the segment target and its Gaussian predictor, built inside the RTK kernel
+    **{
+        f"rtk_blackjax.segment.{name}": _TRACED
+        for name in (
+            "tweedie_mean",
+            "secant_curvature",
+            "clipped_variance",
+            "gaussian_approximation",
+            "predict",
+            "score_from_gradient",
+        )
+    },
+    "rtk_blackjax.segment.logdensity_source": "called by the RTK kernel's builder "
+    "with a target and inner kernel it has already checked",
     "rtk_blackjax.mcmc.rtk.segment_logdensity": _TRACED,
     "rtk_blackjax.diffusion.ou_mean_coef": _TRACED,
     "rtk_blackjax.diffusion.ou_variance": _TRACED,
@@ -674,6 +710,43 @@ CASES = {
             ("weights", [1.0], V),  # given without means
             ("exact_variance", np.ones(3), V),
             *_key(),
+        ],
+    ),
+    "rtk_blackjax.mcmc.rtk.expected_nfe": Case(
+        dict(inner=rb.mala_inner(), steps_per_segment=[1, 2]),
+        [
+            ("inner", "mala", T),
+            ("steps_per_segment", [1, -2], V),
+            ("curvature", "bad", V),
+        ],
+    ),
+    "rtk_blackjax.mcmc.rtk.segment_cost": Case(
+        dict(inner=rb.mala_inner()),
+        [("inner", "mala", T), ("curvature", "bad", V)],
+    ),
+    "rtk_blackjax.mcmc.inner.counted": Case(
+        dict(
+            init=lambda key, x, logdensity_fn: x,
+            step=lambda key, state, logdensity_fn: (state, None),
+            parameters=lambda geometry: {},
+            evaluations_at_init=1,
+            evaluations_per_step=1,
+        ),
+        [
+            ("init", 1, T),
+            ("step", 1, T),
+            ("parameters", 1, T),
+            ("evaluations_at_init", -1, V),
+            ("evaluations_at_init", 1.5, T),
+            ("evaluations_per_step", -1, V),
+        ],
+    ),
+    "rtk_blackjax.mcmc.score_energy.line_integral_energy": Case(
+        dict(inner=rb.mala_inner(), rule="lobatto", num_nodes=3),
+        [
+            ("inner", "mala", T),
+            ("rule", "bad", V),
+            ("num_nodes", 1.5, T),
         ],
     ),
     "rtk_blackjax.policy.configure": Case(

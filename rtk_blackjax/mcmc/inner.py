@@ -174,6 +174,9 @@ def counted(
     gradient_of, log_p
         As in :class:`InnerKernel`.
     """
+    check_callable("init", init, "(rng_key, position, logdensity_fn) -> state")
+    check_callable("step", step, "(rng_key, state, logdensity_fn, **params)")
+    check_callable("parameters", parameters, "geometry -> dict of kernel args")
     at_init = check_int("evaluations_at_init", evaluations_at_init, minimum=0)
     if callable(evaluations_per_step):
         per_step, evaluations_of = None, evaluations_per_step

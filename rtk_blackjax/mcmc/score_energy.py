@@ -185,6 +185,12 @@ def line_integral_energy(inner, *, rule: str = "lobatto", num_nodes: int = 3):
     >>> line_integral_energy(mala_inner(), rule="legendre", num_nodes=2).cost
     InnerCost(at_init=3, per_step=3)
     """
+    from rtk_blackjax.mcmc.inner import InnerKernel  # inner imports this module
+
+    if not isinstance(inner, InnerKernel):
+        raise TypeError(
+            f"inner must be an rtk_blackjax InnerKernel, got {type(inner).__name__}"
+        )
     extra = extra_evaluations(rule, num_nodes)
     anchor = 1 if rule == "lobatto" else 0
     each = 1 + extra  # score(x) itself and the interior nodes
