@@ -135,7 +135,7 @@ MUTATIONS = [
     ),
     Mutation(
         "split-gibbs-resampling-wrong-indices",
-        "rtk_blackjax/posterior/split_gibbs.py",
+        "rtk_blackjax/posterior/split_gibbs_linear.py",
         "                idx = systematic(key_w, weights, num_chains)\n",
         "                idx = jnp.arange(num_chains)\n",
         (
