@@ -177,3 +177,30 @@ def test_diffusion_prior_samples_with_variances():
     control = DiffusionPrior(GAUSS, algorithm=rb.rtk(GAUSS, GRID, rb.mala_inner(), 0))
     assert gaussian_ok(real.sample(jax.random.key(3), (N,)))
     assert not gaussian_ok(control.sample(jax.random.key(3), (N,)))
+
+
+@pytest.mark.slow
+def test_log_density_path_weighs_the_modes_and_needs_its_importance_step():
+    # sample_model (diffusion Monte Carlo on the augmented joint) knows the mixture
+    # only through a NumPyro model's log density; with the documented defaults it
+    # must weigh the two modes (0.25 / 0.75) and get each mode's variance. The i-SIR
+    # step is its only inter-mode move: without it (num_importance=0) every draw
+    # stays in the mode it started in (measured: right-mode fraction 0.0).
+    import numpyro
+    import numpyro.distributions as dist
+
+    from rtk_blackjax.adapters import sample_model
+
+    def model():
+        mix = dist.MixtureSameFamily(
+            dist.Categorical(probs=jnp.asarray(WEIGHTS)),
+            dist.MultivariateNormal(jnp.asarray(MODES), MODE_VAR * jnp.eye(2)),
+        )
+        numpyro.sample("x", mix)
+
+    def draws(**kwargs):
+        out = sample_model(jax.random.key(0), model, num_samples=N, **kwargs)
+        return out.samples["x"]
+
+    assert mixture_ok(draws())
+    assert not mixture_ok(draws(num_importance=0))
