@@ -219,12 +219,14 @@ def test_predictor_corrector_validates_arguments():
     target = rb.targets.gaussian(np.zeros(2), 0.5)
     for kwargs in (
         dict(corrector_steps=-1),
-        dict(corrector_steps=1.5),
         dict(snr=0.0),
         dict(step_rule="batch"),
     ):
         with pytest.raises(ValueError):
             predictor_corrector(target, rb.uniform_grid(3), **kwargs)
+    # a non-integer count is the wrong kind of value (rtk_blackjax._checks' rule)
+    with pytest.raises(TypeError, match="corrector_steps"):
+        predictor_corrector(target, rb.uniform_grid(3), corrector_steps=1.5)
     with pytest.raises(TypeError, match="target"):
         dpm_solver_pp(lambda x, t: -x, rb.uniform_grid(3))
     with pytest.raises(TypeError, match="target"):
