@@ -1,7 +1,8 @@
 """Targets: where the diffused densities ``p_t`` come from.
 
 * :mod:`~rtk_blackjax.targets.base`: :class:`Target`, :func:`from_score`,
-  :func:`score_only`;
+  :func:`from_energy`, :func:`score_only` (and a target's access: ``"logdensity"``,
+  ``"energy"`` or ``"score"``);
 * :mod:`~rtk_blackjax.targets.analytic`: exact Gaussian and Gaussian-mixture
   targets (closed-form ``p_t``, scores and draws), including the benchmark targets
   :func:`chessboard` and :func:`random_mog`;
@@ -28,7 +29,13 @@ from rtk_blackjax.targets.analytic import (
     random_mog,
     sample_mixture,
 )
-from rtk_blackjax.targets.base import Target, from_score, score_only
+from rtk_blackjax.targets.base import (
+    ACCESS_LEVELS,
+    Target,
+    from_energy,
+    from_score,
+    score_only,
+)
 from rtk_blackjax.targets.distributions import (
     from_distribution,
     mixture_from_distribution,
@@ -36,7 +43,9 @@ from rtk_blackjax.targets.distributions import (
 
 __all__ = [
     "Target",
+    "ACCESS_LEVELS",
     "from_score",
+    "from_energy",
     "score_only",
     "from_distribution",
     "mixture_from_distribution",

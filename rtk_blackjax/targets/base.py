@@ -2,7 +2,19 @@
 
 :class:`Target` bundles ``score(x, t)``, an optional ``logdensity(x, t)`` and an
 optional exact mixture description; :func:`from_score` builds one from score (and
-log-density) functions, :func:`score_only` drops a target's log density.
+log-density) functions, :func:`from_energy` from a (learned) energy ``log p_t`` up to
+a per-time constant, :func:`score_only` drops a target's log density.
+
+A target's **access** (:attr:`Target.access`) says what a sampler may read:
+
+* ``"logdensity"``: ``log p_t`` and its score in closed form (analytic targets);
+* ``"energy"``: a learned energy-parameterised network, ``log p_t`` up to an
+  additive constant per time, its score by autodiff — enough for every exact
+  Metropolis test and SMC weight, since those take differences at a fixed ``t``;
+* ``"score"``: the score (or a denoiser) only, what a score network gives.
+
+Posterior methods declare the access they need
+(:data:`rtk_blackjax.posterior.METHODS`) and refuse a target that has less.
 """
 
 from collections.abc import Callable
@@ -12,7 +24,10 @@ import jax
 
 from rtk_blackjax.types import ArrayLike, ArrayTree
 
-__all__ = ["Target", "from_score", "score_only"]
+__all__ = ["Target", "ACCESS_LEVELS", "from_score", "from_energy", "score_only"]
+
+#: What a sampler may read of a target, least first (:attr:`Target.access`).
+ACCESS_LEVELS = ("score", "energy", "logdensity")
 
 
 class Target(NamedTuple):
@@ -32,11 +47,22 @@ class Target(NamedTuple):
         Optional analytic description of ``p_0`` (a
         :class:`rtk_blackjax.targets.GaussianMixture`) that benchmarks use for exact
         reference samples and moments. Samplers ignore it.
+    energy_based
+        ``True`` when ``logdensity`` is a learned energy (built by
+        :func:`from_energy`): see :attr:`access`.
     """
 
     score: Callable[[ArrayTree, ArrayLike], ArrayTree]
     logdensity: Callable[[ArrayTree, ArrayLike], jax.Array] | None = None
     mixture: object | None = None
+    energy_based: bool = False
+
+    @property
+    def access(self) -> str:
+        """``"logdensity"``, ``"energy"`` or ``"score"`` (module docstring)."""
+        if self.logdensity is None:
+            return "score"
+        return "energy" if self.energy_based else "logdensity"
 
 
 def from_score(
@@ -62,6 +88,29 @@ def from_score(
     return Target(score=score_fn, logdensity=logdensity_fn)
 
 
+def from_energy(energy_fn: Callable[[ArrayTree, ArrayLike], jax.Array]) -> Target:
+    """A :class:`Target` from an energy ``energy_fn(x, t) = log p_t(x) + c(t)``.
+
+    The score is ``∇_x energy_fn`` by autodiff; the log density is ``energy_fn``
+    itself (the unknown per-time constant ``c(t)`` cancels in every Metropolis
+    test and SMC weight, which compare values at one ``t``). The target's
+    :attr:`~Target.access` is ``"energy"``. Learned energy networks:
+    :func:`rtk_blackjax.adapters.learned.train_energy`.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> target = from_energy(lambda x, t: -0.5 * jnp.sum(x**2) + 3.0 * t)
+    >>> target.access, target.score(jnp.ones(2), 0.5).tolist()
+    ('energy', [-1.0, -1.0])
+    """
+    if not callable(energy_fn):
+        raise TypeError(
+            f"energy_fn must be callable (x, t) -> scalar, got {energy_fn!r}"
+        )
+    return Target(score=jax.grad(energy_fn), logdensity=energy_fn, energy_based=True)
+
+
 def score_only(target: Target) -> Target:
     """The same target with its log density hidden (what a learned score model gives).
 
@@ -69,4 +118,4 @@ def score_only(target: Target) -> Target:
     """
     if not isinstance(target, Target):
         raise TypeError(f"target must be an rtk_blackjax Target, got {target!r}")
-    return target._replace(logdensity=None)
+    return target._replace(logdensity=None, energy_based=False)
