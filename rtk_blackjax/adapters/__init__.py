@@ -6,11 +6,13 @@
   RTK for targets known only by their log density at ``t = 0``, re-exported from
   the outer kernel in :mod:`rtk_blackjax.mcmc.logdensity`;
 * :class:`RTKKernel`: RTK as a ``numpyro.infer.MCMC`` kernel;
-* :func:`train_score` / :func:`learned_target`: a denoising-score-matching trained
-  Equinox network as a score-only target (:mod:`~rtk_blackjax.adapters.learned`).
+* :func:`train_score` / :func:`train_energy` / :func:`learned_target`: a DSM-trained
+  Equinox score network (score-only target) or energy network (target with
+  energies, ``access == "energy"``) (:mod:`~rtk_blackjax.adapters.learned`).
 """
 
 from rtk_blackjax.adapters.learned import (
+    EnergyNetwork,
     ScoreNetwork,
     TrainedScore,
     learned_target,
@@ -18,6 +20,7 @@ from rtk_blackjax.adapters.learned import (
     plot_loss,
     prior_predictive_samples,
     save_trained,
+    train_energy,
     train_score,
 )
 from rtk_blackjax.adapters.numpyro_kernel import RTKKernel
@@ -42,8 +45,10 @@ __all__ = [
     "fit_reference",
     "RTKKernel",
     "ScoreNetwork",
+    "EnergyNetwork",
     "TrainedScore",
     "train_score",
+    "train_energy",
     "learned_target",
     "prior_predictive_samples",
     "save_trained",
