@@ -126,6 +126,9 @@ EXEMPT = {
     "rtk_blackjax.adapters.ScoreNetwork": (
         "an Equinox module built by make_score_network, which validates"
     ),
+    "rtk_blackjax.adapters.learned.EnergyNetwork": (
+        "an Equinox module built by make_energy_network, which validates"
+    ),
     "rtk_blackjax.posterior.prior_block.PriorBlock": (
         "a container built by prior_block, which validates"
     ),
@@ -241,6 +244,8 @@ _LINEAR_BAD = [
     ("y", np.ones(3), V),
     ("sigma", -1.0, V),
 ]
+
+_LIKELIHOOD = rb.posterior.twisted.linear_gaussian_likelihood(A, Y, SIGMA)
 
 _LAZY = {}  # valid inputs that cost a run (built once, when first needed)
 
@@ -574,6 +579,38 @@ CASES = {
             *_positive("t_min"),
         ],
     ),
+    "rtk_blackjax.adapters.learned.train_energy": Case(
+        # the trainer of train_score: the same checks
+        dict(rng_key=KEY, samples=SAMPLES, progress_bar=False),
+        [
+            *_key(),
+            ("samples", SAMPLES[:1], V),
+            ("samples", object(), T),
+            *_count("num_steps", 1),
+            *_count("batch_size", 2),
+            *_positive("learning_rate"),
+            *_positive("t_min"),
+            ("t_max", 1e-5, V),
+            *_count("hidden", 1),
+            *_count("depth", 1),
+            *_count("num_frequencies", 1),
+            ("weight_decay", -1.0, V),
+            ("ema", 1.0, V),
+            *_count("chunk_size", 1),
+            ("progress_bar", 1, T),
+        ],
+    ),
+    "rtk_blackjax.adapters.learned.make_energy_network": Case(
+        dict(rng_key=KEY, samples=SAMPLES),
+        [
+            *_key(),
+            ("samples", SAMPLES[:1], V),
+            *_count("hidden", 1),
+            *_count("depth", 1),
+            *_count("num_frequencies", 1),
+            *_positive("t_min"),
+        ],
+    ),
     "rtk_blackjax.adapters.learned_target": Case(
         dict(trained=MISSING), [("trained", lambda x, t: x, T)]
     ),
@@ -772,6 +809,91 @@ CASES = {
         ],
     ),
     # --------------------------------------------------------------- posterior
+    "rtk_blackjax.posterior.sample": Case(
+        dict(rng_key=KEY, model=prior_model, num_samples=4, prior_nfe=7, y=1.0),
+        [
+            *_key(),
+            ("model", 1, T),
+            *_count("num_samples", 2),
+            *_count("prior_nfe", 1),
+            ("method", "bogus", V),
+            *_count("num_chains", 1),
+            ("y", MISSING, V, "model_kwargs"),
+        ],
+    ),
+    "rtk_blackjax.posterior.twisted_smc": Case(
+        dict(
+            rng_key=KEY,
+            prior=TARGET,
+            dim=2,
+            likelihood=_LIKELIHOOD,
+            num_particles=4,
+            prior_nfe_budget=7,
+        ),
+        [
+            *_key(),
+            *_target("prior"),
+            *_count("dim", 1),
+            ("likelihood", "likelihood", T),
+            *_count("num_particles", 2),
+            *_count("num_inner_steps", 0),
+            *_count("num_param_steps", 0),
+            *_positive("step_scale"),
+            ("ess_threshold", 0.0, V),
+            ("prior_nfe_budget", 2, V),
+            ("prior_nfe_budget", MISSING, V),
+            ("times", NOT_INCREASING, V),
+            *_positive("prior_variance"),
+        ],
+    ),
+    "rtk_blackjax.posterior.tds": Case(
+        dict(
+            rng_key=KEY,
+            prior=TARGET,
+            dim=2,
+            likelihood=_LIKELIHOOD,
+            num_particles=4,
+            prior_nfe_budget=7,
+        ),
+        [
+            *_key(),
+            *_target("prior"),
+            ("likelihood", "likelihood", T),
+            *_count("num_particles", 2),
+            *_count("num_param_steps", 0),
+            ("ess_threshold", 0.0, V),
+            ("prior_nfe_budget", 2, V),
+        ],
+    ),
+    "rtk_blackjax.posterior.twisted.linear_gaussian_likelihood": Case(
+        dict(A=A, y=Y, sigma=SIGMA),
+        [("A", np.ones(3), V), ("y", np.ones(3), V), *_positive("sigma")],
+    ),
+    "rtk_blackjax.posterior.twisted.collapse_warning": Case(
+        dict(ess=np.ones(3), num_particles=10),
+        [
+            ("ess", np.full(3, np.nan), V),
+            *_count("num_particles", 1),
+            *_positive("floor"),
+        ],
+    ),
+    "rtk_blackjax.posterior.mode_disagreement": Case(
+        dict(chains=np.zeros((2, 5, 1))),
+        [
+            ("chains", np.zeros(3), V),
+            *_count("max_clusters", 1),
+            ("min_tv", 1.5, V),
+            ("min_tv", "a", T),
+        ],
+    ),
+    "rtk_blackjax.posterior.model.inspect_model": Case(
+        dict(rng_key=KEY, model=prior_model, model_args=(), model_kwargs={"y": 1.0}),
+        [*_key(), ("model", 1, T), ("model_kwargs", {}, V)],
+    ),
+    "rtk_blackjax.posterior.model.model_likelihood": Case(
+        dict(rng_key=KEY, model=prior_model, model_args=(), model_kwargs={"y": 1.0}),
+        [*_key(), ("model", 1, T), ("model_kwargs", {}, V)],
+    ),
     "rtk_blackjax.posterior.split_gibbs": Case(
         dict(
             rng_key=KEY,
@@ -914,6 +1036,9 @@ CASES = {
         dict(score_fn=TARGET.score), [("score_fn", 1, T), ("logdensity_fn", 1, T)]
     ),
     "rtk_blackjax.targets.score_only": Case(dict(target=TARGET), _target()),
+    "rtk_blackjax.targets.from_energy": Case(
+        dict(energy_fn=TARGET.logdensity), [("energy_fn", 1, T)]
+    ),
     "rtk_blackjax.targets.from_distribution": Case(
         dict(distribution=dist.Normal(0.0, 1.0)),
         [("distribution", 1, T), ("distribution", dist.Gamma(1.0, 1.0), T)],

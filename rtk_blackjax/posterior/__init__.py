@@ -1,5 +1,11 @@
 """Posterior sampling with diffusion priors.
 
+* :func:`sample`: the one entry point for a NumPyro model with a
+  :class:`DiffusionPrior` site, any likelihood and further latent sites; its methods
+  (:data:`METHODS`) declare the prior access they need;
+* :func:`twisted_smc` (RTK-based twisted SMC, any prior access and any
+  :class:`Likelihood`) and its peer :func:`tds`;
+
 * :class:`DiffusionPrior`: a diffusion model (any :class:`~rtk_blackjax.targets.Target`)
   as a NumPyro distribution;
 * :func:`split_gibbs` (NumPyro models) and :func:`split_gibbs_linear_gaussian`:
@@ -19,6 +25,13 @@ importable here as ``to_arviz`` and, under its former name, ``posterior_to_arviz
 from rtk_blackjax.interop.arviz import to_arviz
 from rtk_blackjax.posterior.base import PosteriorResult
 from rtk_blackjax.posterior.dps import dps_linear_gaussian
+from rtk_blackjax.posterior.entry import (
+    METHODS,
+    PosteriorSamples,
+    PosteriorWarning,
+    mode_disagreement,
+    sample,
+)
 from rtk_blackjax.posterior.nuts import nuts_linear_gaussian
 from rtk_blackjax.posterior.prior import DiffusionPrior
 from rtk_blackjax.posterior.smc import calibrate_grid, smc_linear_gaussian
@@ -27,12 +40,27 @@ from rtk_blackjax.posterior.split_gibbs import (
     split_gibbs,
     split_gibbs_linear_gaussian,
 )
+from rtk_blackjax.posterior.twisted import (
+    GaussianObservation,
+    Likelihood,
+    tds,
+    twisted_smc,
+)
 
 # The package's one ArviZ converter, under the name this subpackage has always
 # exported (rtk_blackjax.diagnostics.to_arviz is the same function).
 posterior_to_arviz = to_arviz
 
 __all__ = [
+    "sample",
+    "METHODS",
+    "PosteriorSamples",
+    "PosteriorWarning",
+    "mode_disagreement",
+    "twisted_smc",
+    "tds",
+    "Likelihood",
+    "GaussianObservation",
     "PosteriorResult",
     "DiffusionPrior",
     "split_gibbs",

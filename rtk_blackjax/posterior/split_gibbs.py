@@ -74,6 +74,7 @@ from rtk_blackjax.interop.arviz import to_arviz  # re-exported (one converter)
 from rtk_blackjax.mcmc.adaptation import MALA_TARGET_ACCEPTANCE, adapt_step_size
 from rtk_blackjax.mcmc.inner import InnerKernel
 from rtk_blackjax.posterior.base import PosteriorResult
+from rtk_blackjax.posterior.model import inspect_model
 from rtk_blackjax.posterior.prior import DiffusionPrior
 from rtk_blackjax.posterior.prior_block import (
     PriorBlock,
@@ -125,54 +126,6 @@ class _FlatDiffusionPrior(numpyro.primitives.Messenger):
             )
 
 
-def _inspect_model(rng_key, model, model_args, model_kwargs):
-    """Name and dimension of the one ``DiffusionPrior`` site, and the other latents."""
-
-    def zeros_for_prior(site):
-        if isinstance(site["fn"], DiffusionPrior):
-            return jnp.zeros(site["fn"].event_shape)
-        return None
-
-    traced = numpyro.handlers.trace(
-        numpyro.handlers.substitute(
-            numpyro.handlers.seed(model, rng_key), substitute_fn=zeros_for_prior
-        )
-    ).get_trace(*model_args, **model_kwargs)
-    prior_sites, others, observed = [], [], []
-    for name, site in traced.items():
-        if site["type"] == "sample" and site["is_observed"]:
-            observed.append(name)
-        if site["type"] != "sample" or site["is_observed"]:
-            continue
-        if isinstance(site["fn"], DiffusionPrior):
-            prior_sites.append(name)
-        else:
-            if getattr(site["fn"], "has_enumerate_support", False) or not (
-                jnp.issubdtype(jnp.asarray(site["value"]).dtype, jnp.floating)
-            ):
-                raise ValueError(
-                    f"model site {name!r} is discrete; split_gibbs samples the other "
-                    "latent sites with NUTS and needs them continuous"
-                )
-            others.append(name)
-    if len(prior_sites) != 1:
-        raise ValueError(
-            "model must contain exactly one latent DiffusionPrior sample site, found "
-            f"{len(prior_sites)} ({prior_sites})"
-        )
-    if not observed:
-        # Without data every site is latent (an unobserved ``y`` would be sampled
-        # from its prior): almost surely the observations were not passed.
-        raise ValueError(
-            "model has no observed sample site: pass the observations as model "
-            "arguments, e.g. split_gibbs(key, model, ..., y=y); got model_args="
-            f"{len(model_args)} values, model_kwargs={sorted(model_kwargs)}, "
-            f"latent sites {prior_sites + others}"
-        )
-    name = prior_sites[0]
-    return name, traced[name]["fn"], others
-
-
 def split_gibbs(
     rng_key: PRNGKey,
     model: Callable,
@@ -193,62 +146,63 @@ def split_gibbs(
 ) -> PosteriorResult:
     """Split Gibbs for a NumPyro model with one :class:`DiffusionPrior` site.
 
-    Per sweep, for each chain:
+        Per sweep, for each chain:
 
-    1. **likelihood block** ``z | x, rest``: ``likelihood_steps`` BlackJAX MALA steps
-       on ``log p(y, rest | x := z) - |z - x|² / (2ρ²)`` (the model's log density with
-       the prior site replaced by a flat law, from ``numpyro.infer.util``);
-    2. **latent block** ``rest | z`` (other latent sites, e.g. a noise scale): one
-       NUTS step on their unconstrained space (Jacobians included);
-    3. **prior block** ``x | z``: RTK from ``t*(ρ)``, exactly as in
-       :func:`split_gibbs_linear_gaussian`.
+        1. **likelihood block** ``z | x, rest``: ``likelihood_steps`` BlackJAX MALA steps
+           on ``log p(y, rest | x := z) - |z - x|² / (2ρ²)`` (the model's log density with
+           the prior site replaced by a flat law, from ``numpyro.infer.util``);
+        2. **latent block** ``rest | z`` (other latent sites, e.g. a noise scale): one
+           NUTS step on their unconstrained space (Jacobians included);
+        3. **prior block** ``x | z``: RTK from ``t*(ρ)``, exactly as in
+           :func:`split_gibbs_linear_gaussian`.
 
-    ρ is annealed over the master grid's points from ``rho_start`` to ``rho_final``
-    (no reweighting here: the x-marginal of the relaxed model is not available for a
-    general likelihood, so mode weights across well separated prior modes are only as
-    good as the mixing at the larger ρ). MALA and NUTS step sizes adapt to their
-    target acceptance per chain during annealing and are frozen for the draws.
+        ρ is annealed over the master grid's points from ``rho_start`` to ``rho_final``
+        (no reweighting here: the x-marginal of the relaxed model is not available for a
+        general likelihood, so mode weights across well separated prior modes are only as
+        good as the mixing at the larger ρ). MALA and NUTS step sizes adapt to their
+        target acceptance per chain during annealing and are frozen for the draws.
 
-    Parameters
-    ----------
-    rng_key
-        JAX PRNG key.
-    model, *model_args, **model_kwargs
-        The NumPyro model and its arguments (observed data included).
-    num_chains, num_draws
-        Shape of the returned draws.
-    prior_nfe_budget
-        Prior evaluations per returned sample; buys ``sweeps_per_stage`` as in
-        :func:`split_gibbs_linear_gaussian`. Default: ``sweeps_per_stage = 5``.
-    rho_start, rho_final, num_segments, num_stages, inner_steps, horizon, inner
-        ρ schedule and RTK prior block (see :func:`split_gibbs_linear_gaussian`).
-    likelihood_steps
-        MALA steps of the likelihood block per sweep.
+        Parameters
+        ----------
+        rng_key
+            JAX PRNG key.
+        model, *model_args, **model_kwargs
+            The NumPyro model and its arguments (observed data included).
+        num_chains, num_draws
+            Shape of the returned draws.
+        prior_nfe_budget
+            Prior evaluations per returned sample; buys ``sweeps_per_stage`` as in
+            :func:`split_gibbs_linear_gaussian`. Default: ``sweeps_per_stage = 5``.
+        rho_start, rho_final, num_segments, num_stages, inner_steps, horizon, inner
+            ρ schedule and RTK prior block (see :func:`split_gibbs_linear_gaussian`).
+        likelihood_steps
+            MALA steps of the likelihood block per sweep.
 
-    Returns
-    -------
-    PosteriorResult
-        ``samples`` of the prior site ``(chains, draws, d)``;
-        ``extras["sites"]`` the other latent sites, constrained, ``(chains,
-        draws, ...)``; acceptance per block ``"prior"``, ``"likelihood"``,
-        ``"latent"``; ``likelihood_evals`` counts log-likelihood gradient
-        evaluations (MALA steps and NUTS integration steps).
+        Returns
+        -------
+        PosteriorResult
+            ``samples`` of the prior site ``(chains, draws, d)``;
+            ``extras["sites"]`` the other latent sites, constrained, ``(chains,
+            draws, ...)``; acceptance per block ``"prior"``, ``"likelihood"``,
+            ``"latent"``; ``likelihood_evals`` counts log-likelihood gradient
+            evaluations (MALA steps and NUTS integration steps).
 
-    Examples
-    --------
-    >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist
-    >>> import rtk_blackjax as rb
-    >>> from rtk_blackjax.posterior.prior import DiffusionPrior
-    >>> prior = DiffusionPrior(rb.targets.gaussian(jnp.zeros(2), 1.0), nfe=25)
-    >>> def model(y=None):
-    ...     x = numpyro.sample("x", prior)
-    ...     sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
-    ...     numpyro.sample("y", dist.Normal(x[0], sigma), obs=y)
-    >>> res = split_gibbs(jax.random.key(0), model, num_chains=4,  # doctest: +SKIP
-    ...                   num_draws=3, sweeps_per_stage=1, num_segments=4,
-    ...                   y=jnp.array(0.5))
-    >>> res.samples.shape, bool((res.extras["sites"]["sigma"] > 0).all())  # doctest: +SKIP
-    ((4, 3, 2), True)
+        Examples
+        --------
+        >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist
+        >>> import rtk_blackjax as rb
+        >>> from rtk_blackjax.posterior.model import inspect_model
+    from rtk_blackjax.posterior.prior import DiffusionPrior
+        >>> prior = DiffusionPrior(rb.targets.gaussian(jnp.zeros(2), 1.0), nfe=25)
+        >>> def model(y=None):
+        ...     x = numpyro.sample("x", prior)
+        ...     sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+        ...     numpyro.sample("y", dist.Normal(x[0], sigma), obs=y)
+        >>> res = split_gibbs(jax.random.key(0), model, num_chains=4,  # doctest: +SKIP
+        ...                   num_draws=3, sweeps_per_stage=1, num_segments=4,
+        ...                   y=jnp.array(0.5))
+        >>> res.samples.shape, bool((res.extras["sites"]["sigma"] > 0).all())  # doctest: +SKIP
+        ((4, 3, 2), True)
     """
     rng_key = check_key("rng_key", rng_key)
     check_callable("model", model, what="a NumPyro model (a callable)")
@@ -257,9 +211,8 @@ def split_gibbs(
     likelihood_steps = check_int("likelihood_steps", likelihood_steps, minimum=1)
     rho_start = check_positive("rho_start", rho_start)
     key_model, key_init, key_anneal, key_draw = jax.random.split(rng_key, 4)
-    x_name, prior_dist, others = _inspect_model(
-        key_model, model, model_args, model_kwargs
-    )
+    sites = inspect_model(key_model, model, model_args, model_kwargs)
+    x_name, prior_dist, others = sites.prior_name, sites.prior, sites.latent
     dim = prior_dist.dim
     block = _annealed_prior_block(
         prior_dist.target,
