@@ -667,13 +667,19 @@ def _build(prior, dim, likelihood, times, n, config):
         var = gauss.variance(x0, u)
         r2 = inflation(t)
         jac = jax.lax.stop_gradient(jax.jacrev(gauss.forward)(x0, u))
-        cov = jnp.diag(var) + r2 * (jac @ jac.T)
+        spread = r2 * (jac @ jac.T)
         if config.curvature_probes:
             r = jnp.sqrt(r2)
             up = jax.vmap(lambda e: gauss.forward(x0 + r * e, u))(probes)
             down = jax.vmap(lambda e: gauss.forward(x0 - r * e, u))(probes)
             even = jax.lax.stop_gradient(0.5 * (up + down) - f)
-            cov = cov + even.T @ even / config.curvature_probes
+            spread = spread + even.T @ even / config.curvature_probes
+        # A low-rank spread far above a tiny noise variance (a particle's sigma
+        # near 0) is not positive definite in float32: a jitter of 1e-6 of the
+        # spread keeps the twist defined. It vanishes at t = 0 (no spread), where
+        # the twist is the exact likelihood.
+        jitter = 1e-6 * jnp.max(jnp.diag(spread))
+        cov = jnp.diag(var + jitter) + spread
         return f, cov, jac
 
     def twist_at(x0, u, t):
