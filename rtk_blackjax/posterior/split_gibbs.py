@@ -146,63 +146,62 @@ def split_gibbs(
 ) -> PosteriorResult:
     """Split Gibbs for a NumPyro model with one :class:`DiffusionPrior` site.
 
-        Per sweep, for each chain:
+    Per sweep, for each chain:
 
-        1. **likelihood block** ``z | x, rest``: ``likelihood_steps`` BlackJAX MALA steps
-           on ``log p(y, rest | x := z) - |z - x|² / (2ρ²)`` (the model's log density with
-           the prior site replaced by a flat law, from ``numpyro.infer.util``);
-        2. **latent block** ``rest | z`` (other latent sites, e.g. a noise scale): one
-           NUTS step on their unconstrained space (Jacobians included);
-        3. **prior block** ``x | z``: RTK from ``t*(ρ)``, exactly as in
-           :func:`split_gibbs_linear_gaussian`.
+    1. **likelihood block** ``z | x, rest``: ``likelihood_steps`` BlackJAX MALA steps
+       on ``log p(y, rest | x := z) - |z - x|² / (2ρ²)`` (the model's log density with
+       the prior site replaced by a flat law, from ``numpyro.infer.util``);
+    2. **latent block** ``rest | z`` (other latent sites, e.g. a noise scale): one
+       NUTS step on their unconstrained space (Jacobians included);
+    3. **prior block** ``x | z``: RTK from ``t*(ρ)``, exactly as in
+       :func:`split_gibbs_linear_gaussian`.
 
-        ρ is annealed over the master grid's points from ``rho_start`` to ``rho_final``
-        (no reweighting here: the x-marginal of the relaxed model is not available for a
-        general likelihood, so mode weights across well separated prior modes are only as
-        good as the mixing at the larger ρ). MALA and NUTS step sizes adapt to their
-        target acceptance per chain during annealing and are frozen for the draws.
+    ρ is annealed over the master grid's points from ``rho_start`` to ``rho_final``
+    (no reweighting here: the x-marginal of the relaxed model is not available for a
+    general likelihood, so mode weights across well separated prior modes are only as
+    good as the mixing at the larger ρ). MALA and NUTS step sizes adapt to their
+    target acceptance per chain during annealing and are frozen for the draws.
 
-        Parameters
-        ----------
-        rng_key
-            JAX PRNG key.
-        model, *model_args, **model_kwargs
-            The NumPyro model and its arguments (observed data included).
-        num_chains, num_draws
-            Shape of the returned draws.
-        prior_nfe_budget
-            Prior evaluations per returned sample; buys ``sweeps_per_stage`` as in
-            :func:`split_gibbs_linear_gaussian`. Default: ``sweeps_per_stage = 5``.
-        rho_start, rho_final, num_segments, num_stages, inner_steps, horizon, inner
-            ρ schedule and RTK prior block (see :func:`split_gibbs_linear_gaussian`).
-        likelihood_steps
-            MALA steps of the likelihood block per sweep.
+    Parameters
+    ----------
+    rng_key
+        JAX PRNG key.
+    model, *model_args, **model_kwargs
+        The NumPyro model and its arguments (observed data included).
+    num_chains, num_draws
+        Shape of the returned draws.
+    prior_nfe_budget
+        Prior evaluations per returned sample; buys ``sweeps_per_stage`` as in
+        :func:`split_gibbs_linear_gaussian`. Default: ``sweeps_per_stage = 5``.
+    rho_start, rho_final, num_segments, num_stages, inner_steps, horizon, inner
+        ρ schedule and RTK prior block (see :func:`split_gibbs_linear_gaussian`).
+    likelihood_steps
+        MALA steps of the likelihood block per sweep.
 
-        Returns
-        -------
-        PosteriorResult
-            ``samples`` of the prior site ``(chains, draws, d)``;
-            ``extras["sites"]`` the other latent sites, constrained, ``(chains,
-            draws, ...)``; acceptance per block ``"prior"``, ``"likelihood"``,
-            ``"latent"``; ``likelihood_evals`` counts log-likelihood gradient
-            evaluations (MALA steps and NUTS integration steps).
+    Returns
+    -------
+    PosteriorResult
+        ``samples`` of the prior site ``(chains, draws, d)``;
+        ``extras["sites"]`` the other latent sites, constrained, ``(chains,
+        draws, ...)``; acceptance per block ``"prior"``, ``"likelihood"``,
+        ``"latent"``; ``likelihood_evals`` counts log-likelihood gradient
+        evaluations (MALA steps and NUTS integration steps).
 
-        Examples
-        --------
-        >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist
-        >>> import rtk_blackjax as rb
-        >>> from rtk_blackjax.posterior.model import inspect_model
-    from rtk_blackjax.posterior.prior import DiffusionPrior
-        >>> prior = DiffusionPrior(rb.targets.gaussian(jnp.zeros(2), 1.0), nfe=25)
-        >>> def model(y=None):
-        ...     x = numpyro.sample("x", prior)
-        ...     sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
-        ...     numpyro.sample("y", dist.Normal(x[0], sigma), obs=y)
-        >>> res = split_gibbs(jax.random.key(0), model, num_chains=4,  # doctest: +SKIP
-        ...                   num_draws=3, sweeps_per_stage=1, num_segments=4,
-        ...                   y=jnp.array(0.5))
-        >>> res.samples.shape, bool((res.extras["sites"]["sigma"] > 0).all())  # doctest: +SKIP
-        ((4, 3, 2), True)
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist
+    >>> import rtk_blackjax as rb
+    >>> from rtk_blackjax.posterior.prior import DiffusionPrior
+    >>> prior = DiffusionPrior(rb.targets.gaussian(jnp.zeros(2), 1.0), nfe=25)
+    >>> def model(y=None):
+    ...     x = numpyro.sample("x", prior)
+    ...     sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+    ...     numpyro.sample("y", dist.Normal(x[0], sigma), obs=y)
+    >>> res = split_gibbs(jax.random.key(0), model, num_chains=4,  # doctest: +SKIP
+    ...                   num_draws=3, sweeps_per_stage=1, num_segments=4,
+    ...                   y=jnp.array(0.5))
+    >>> res.samples.shape, bool((res.extras["sites"]["sigma"] > 0).all())  # doctest: +SKIP
+    ((4, 3, 2), True)
     """
     rng_key = check_key("rng_key", rng_key)
     check_callable("model", model, what="a NumPyro model (a callable)")

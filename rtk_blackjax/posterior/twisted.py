@@ -384,9 +384,9 @@ def tds(
     >>> prior = rb.targets.score_only(rb.targets.gaussian(jnp.zeros(2), 1.0))
     >>> lik = linear_gaussian_likelihood(jnp.array([[1.0, 0.0]]), jnp.array([1.0]), 0.5)
     >>> res = tds(jax.random.key(0), prior, 2, lik, num_particles=128,
-    ...           prior_nfe_budget=31)
+    ...           prior_nfe_budget=32)
     >>> res.samples.shape, res.prior_nfe
-    ((128, 1, 2), 31.0)
+    ((128, 1, 2), 32.0)
     """
     config = _Config(
         transition="ddpm",
