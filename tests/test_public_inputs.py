@@ -31,7 +31,7 @@ import pytest
 
 import rtk_blackjax as rb
 from rtk_blackjax.adapters import learned
-from rtk_blackjax.posterior import gmm
+from rtk_blackjax.posterior import gmm, reference
 
 T, V = TypeError, ValueError
 MISSING = object()  # a bad "value": the argument left out
@@ -246,6 +246,14 @@ _LINEAR_BAD = [
 ]
 
 _LIKELIHOOD = rb.posterior.twisted.linear_gaussian_likelihood(A, Y, SIGMA)
+_REF_PRIOR = gmm.grid_prior(2)
+_REF_SIGMA = reference.sigma_marginal_linear_gaussian(
+    _REF_PRIOR,
+    np.eye(2),
+    np.ones(2),
+    lambda s: -0.5 * s**2,
+    grid=np.linspace(1e-3, 8.0, 200),
+)
 
 _LAZY = {}  # valid inputs that cost a run (built once, when first needed)
 
@@ -876,6 +884,85 @@ CASES = {
             *_count("num_particles", 1),
             *_positive("floor"),
         ],
+    ),
+    "rtk_blackjax.posterior.reference.reference_posterior": Case(
+        dict(
+            rng_key=KEY,
+            prior=_REF_PRIOR,
+            obs_matrix=np.array([[1.0, 0.0]]),
+            log_likelihood_z=reference.linear_gaussian_likelihood(np.ones(1), 1.0),
+            num_samples=4,
+            num_importance=64,
+            num_rounds=1,
+        ),
+        [
+            *_key(),
+            ("prior", TARGET, T),
+            ("obs_matrix", np.ones((1, 3)), V),
+            ("log_likelihood_z", "f", T),
+            *_count("num_samples", 1),
+            *_count("num_importance", 2),
+            *_count("num_terms", 1),
+            *_positive("defensive"),
+            ("memory", 1.0, V),
+        ],
+    ),
+    "rtk_blackjax.posterior.reference.assign_components": Case(
+        dict(prior=_REF_PRIOR, x=np.zeros((3, 2))),
+        [("prior", TARGET, T), ("x", np.zeros((3, 4)), V)],
+    ),
+    "rtk_blackjax.posterior.reference.component_tv": Case(
+        dict(
+            prior=_REF_PRIOR,
+            reference=gmm.make_problem(0, 2, 1).posterior,
+            x=np.zeros((3, 2)),
+        ),
+        [("prior", TARGET, T), ("x", np.zeros((3, 4)), V)],
+    ),
+    "rtk_blackjax.posterior.reference.linear_gaussian_likelihood": Case(
+        dict(y=np.ones(2), sigma=1.0),
+        [("y", np.ones((2, 2)), V), ("y", "y", T), *_positive("sigma")],
+    ),
+    "rtk_blackjax.posterior.reference.phase_retrieval_likelihood": Case(
+        dict(y=np.ones(2), sigma=1.0),
+        [("y", np.full(2, np.nan), V), *_positive("sigma")],
+    ),
+    "rtk_blackjax.posterior.reference.student_t_likelihood": Case(
+        dict(y=np.ones(2), sigma=1.0, df=3.0),
+        [("y", np.ones((2, 2)), V), *_positive("sigma"), *_positive("df")],
+    ),
+    "rtk_blackjax.posterior.reference.poisson_likelihood": Case(
+        dict(y=np.ones(2)),
+        [("y", np.ones((2, 2)), V), *_positive("scale"), ("link", "relu", V)],
+    ),
+    "rtk_blackjax.posterior.reference.make_nonlinear_problem": Case(
+        dict(seed=0, dim=4, obs_dim=2),
+        [
+            ("seed", 1.5, T),
+            *_count("dim", 2),
+            *_count("obs_dim", 1),
+            ("obs_dim", 5, V),
+            ("likelihood", "cubic", V),
+        ],
+    ),
+    "rtk_blackjax.posterior.reference.sigma_marginal_linear_gaussian": Case(
+        dict(
+            prior=_REF_PRIOR,
+            obs_matrix=np.eye(2),
+            y=np.ones(2),
+            sigma_log_prior=lambda s: -0.5 * s**2,
+            grid=np.linspace(1e-3, 8.0, 200),
+        ),
+        [
+            ("prior", TARGET, T),
+            ("obs_matrix", np.ones((2, 3)), V),
+            ("y", np.ones(3), V),
+            ("grid", np.linspace(1.0, -1.0, 5), V),
+        ],
+    ),
+    "rtk_blackjax.posterior.reference.ks_distance": Case(
+        dict(samples=np.ones(5), reference=_REF_SIGMA),
+        [("samples", np.ones((2, 2)), V), ("samples", np.full(3, np.nan), V)],
     ),
     "rtk_blackjax.posterior.mode_disagreement": Case(
         dict(chains=np.zeros((2, 5, 1))),

@@ -14,6 +14,8 @@
   fitted to the prior by :func:`calibrate_grid`;
 * baselines :func:`dps_linear_gaussian` (DPS) and :func:`nuts_linear_gaussian` (NUTS
   on the exact posterior);
+* :mod:`~rtk_blackjax.posterior.reference`: exact references (with their Monte
+  Carlo error) for nonlinear likelihoods of ``A x`` under Gaussian-mixture priors;
 * :mod:`~rtk_blackjax.posterior.gmm`: the exact 25-mode mixture problem (its runner
   is :mod:`rtk_blackjax.benchmarks.posterior`, ``python -m rtk_blackjax bench-posterior``).
 
