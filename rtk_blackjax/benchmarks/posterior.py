@@ -20,13 +20,29 @@ Methods, all at the same budget of prior evaluations per returned sample:
   ``ζ`` tuned per ``(d, d_y, nfe)`` on a held-out problem (seed 1000) over
   :data:`~rtk_blackjax.posterior.dps.ZETA_GRID` by sliced W;
 * ``nuts``: :func:`rtk_blackjax.posterior.nuts.nuts_linear_gaussian` on the exact
-  density; its NFE is whatever NUTS spends (reported, not budgeted).
+  density; its NFE is whatever NUTS spends (reported, not budgeted);
+* ``twisted``: :func:`rtk_blackjax.posterior.twisted_smc` (RTK-based, any prior access,
+  any likelihood; its defaults, no per-problem tuning), ``tds`` (its TDS peer),
+  ``mcgdiff`` (linear-Gaussian only), ``dps`` and ``daps`` (any likelihood): the
+  methods that work from the score alone.
+
+Every row says the prior access it ran with (``--prior-access``: ``logdensity``,
+``energy`` = log density plus an unknown per-time constant, ``score`` = log density
+hidden; :data:`METHOD_ACCESS` is what each method needs), the likelihood
+(``--likelihood``: ``linear`` with the closed-form posterior, or ``phase``,
+``student_t``, ``poisson`` of ``A x`` scored against
+:mod:`rtk_blackjax.posterior.reference`, whose own error is in the row) and the
+problem recipe (``--protocol``: ``gmm`` or Cardoso et al.'s ``mcgdiff``, see
+:func:`~rtk_blackjax.posterior.gmm.make_problem`; its table cell is sliced W1 ± 1.96
+SE over problems).
 
 Command line (``python -m rtk_blackjax.benchmarks.posterior`` takes the same flags)::
 
     python -m rtk_blackjax bench-posterior --dim 8 --obs-dim 1 --method dps --nfe 100 --json
     python -m rtk_blackjax bench-posterior --sweep --dims 8,80 --obs-dims 1,2,4 \\
         --out docs/posterior_benchmark
+    python -m rtk_blackjax bench-posterior --dim 8 --obs-dim 4 --method twisted \\
+        --prior-access score --likelihood phase --num-problems 2
 """
 
 import argparse
@@ -35,12 +51,13 @@ import math
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from rtk_blackjax._checks import check_int
+from rtk_blackjax._checks import check_choice, check_int
 from rtk_blackjax.metrics import sliced_wasserstein
 from rtk_blackjax.posterior import dps as dps_module
-from rtk_blackjax.posterior import gmm
+from rtk_blackjax.posterior import gmm, reference
 from rtk_blackjax.posterior.dps import dps_linear_gaussian
 from rtk_blackjax.posterior.nuts import nuts_linear_gaussian
 from rtk_blackjax.posterior.smc import (
@@ -48,7 +65,15 @@ from rtk_blackjax.posterior.smc import (
     segments_for_budget,
     smc_linear_gaussian,
 )
+from rtk_blackjax.posterior.twisted import (
+    GaussianObservation,
+    Likelihood,
+    linear_gaussian_likelihood,
+    tds,
+    twisted_smc,
+)
 from rtk_blackjax.targets.analytic import mixture_target
+from rtk_blackjax.targets.base import ACCESS_LEVELS, from_energy, score_only
 
 __all__ = [
     "METHODS",
@@ -64,7 +89,25 @@ __all__ = [
     "main",
 ]
 
-METHODS = ("split-gibbs", "smc", "dps", "nuts")
+METHODS = ("split-gibbs", "smc", "twisted", "tds", "mcgdiff", "dps", "daps", "nuts")
+#: The least prior access each method needs (ACCESS_LEVELS order: logdensity >
+#: energy > score); every row reports the access it ran with.
+METHOD_ACCESS = {
+    "split-gibbs": "score",
+    "smc": "energy",
+    "twisted": "score",
+    "tds": "score",
+    "mcgdiff": "score",
+    "dps": "score",
+    "daps": "score",
+    "nuts": "energy",
+}
+#: Observation models of ``A x``: ``linear`` (exact posterior in closed form) and
+#: the nonlinear ones of :mod:`rtk_blackjax.posterior.reference` (exact reference
+#: by importance sampling per component; only the Likelihood-based methods).
+LIKELIHOODS = ("linear", "phase", "student_t", "poisson")
+_LINEAR_ONLY = ("split-gibbs", "smc", "mcgdiff", "nuts")
+PROTOCOLS = gmm.PROTOCOLS
 NUM_DIRECTIONS = 10_000
 TUNING_SEED = 1000
 # NUTS: chains start from prior draws; draws per chain fill num_samples.
@@ -80,37 +123,115 @@ _SPLIT_GIBBS_SMALL = (
 _TARGETS: dict = {}
 _ZETA: dict = {}
 _GRIDS: dict = {}
+_REFERENCES: dict = {}
 # SMC: one MALA step per segment; the grid is fitted to the prior once per
 # (dim, budget) by a data-free pilot run with its own fixed key.
 _SMC_INNER_STEPS = 1
 _CALIBRATION_SEED = 20261129
 
 
-def _target(dim: int):
-    """One prior target per dimension, so compiled samplers are reused across problems."""
-    if dim not in _TARGETS:
-        _TARGETS[dim] = mixture_target(gmm.grid_prior(dim))
-    return _TARGETS[dim]
+def _target(prior, access: str = "logdensity"):
+    """The prior as a target of the given access, one per (mixture, access) so that
+    compiled samplers are reused across problems with the same prior.
+
+    ``"energy"`` adds the per-time constant ``3 t`` to the exact log density (a
+    learned energy is known up to such a constant; every method must be blind to
+    it); ``"score"`` hides the log density.
+    """
+    weights = np.asarray(prior.weights)
+    key = (int(prior.dim), access, weights.tobytes())
+    if key not in _TARGETS:
+        exact = mixture_target(prior)
+        if access == "energy":
+            _TARGETS[key] = from_energy(lambda x, t: exact.logdensity(x, t) + 3.0 * t)
+        elif access == "score":
+            _TARGETS[key] = score_only(exact)
+        else:
+            _TARGETS[key] = exact
+    return _TARGETS[key]
+
+
+def _problem(seed, dim, obs_dim, likelihood, protocol):
+    if likelihood == "linear":
+        return gmm.make_problem(seed, dim, obs_dim, protocol=protocol)
+    return reference.make_nonlinear_problem(seed, dim, obs_dim, likelihood)
+
+
+def _likelihood(problem) -> Likelihood:
+    """The problem's observation model as a :class:`Likelihood` of ``x``."""
+    A = problem.obs_matrix
+    name = getattr(problem, "likelihood", "linear")
+    if name == "linear" or name == "linear_gaussian":
+        return linear_gaussian_likelihood(A, problem.y, problem.sigma)
+    if name == "phase":
+        sigma2 = float(problem.sigma) ** 2
+        return Likelihood(
+            gaussian=GaussianObservation(
+                forward=lambda x, u: jnp.abs(A @ x),
+                y=problem.y,
+                variance=lambda x, u: jnp.full(problem.y.shape, sigma2, A.dtype),
+            )
+        )
+    log_lik_z = problem.log_likelihood_z
+    return Likelihood(other=lambda x, u: log_lik_z(A @ x))
 
 
 def _smc_grid(prior, dim: int, nfe: int):
     """The prior-calibrated SMC grid for a budget, computed once per (dim, budget)."""
-    if (dim, nfe) not in _GRIDS:
-        _GRIDS[dim, nfe] = calibrate_grid(
+    if (id(prior), nfe) not in _GRIDS:
+        _GRIDS[id(prior), nfe] = calibrate_grid(
             jax.random.key(_CALIBRATION_SEED),
             prior,
             dim,
             segments_for_budget(nfe, _SMC_INNER_STEPS),
             num_inner_steps=_SMC_INNER_STEPS,
         )
-    return _GRIDS[dim, nfe]
+    return _GRIDS[id(prior), nfe]
 
 
-def _run_method(method, key, problem, nfe, num_samples, zeta):
-    prior = _target(int(problem.prior.dim))
+def _run_method(method, key, problem, nfe, num_samples, zeta, access="logdensity"):
+    prior = _target(problem.prior, access)
+    dim = int(problem.prior.dim)
+    if method in ("twisted", "tds"):
+        runner = twisted_smc if method == "twisted" else tds
+        res = runner(
+            key,
+            prior,
+            dim,
+            _likelihood(problem),
+            num_particles=num_samples,
+            prior_nfe_budget=nfe,
+        )
+        return res, {"ess_min": float(np.min(res.extras["ess"]))}
+    if method == "mcgdiff":
+        from rtk_blackjax.posterior.mcgdiff import mcgdiff
+
+        res = mcgdiff(
+            key,
+            prior,
+            dim,
+            _likelihood(problem),
+            num_particles=num_samples,
+            prior_nfe_budget=nfe,
+        )
+        return res, {}
+    if method == "daps":
+        from rtk_blackjax.posterior.daps import daps
+
+        res = daps(
+            key,
+            prior,
+            dim,
+            _likelihood(problem),
+            num_samples=num_samples,
+            prior_nfe_budget=nfe,
+        )
+        return res, {}
+    if method == "dps" and not isinstance(problem, gmm.LinearGaussianProblem):
+        return _dps(key, problem, nfe, num_samples, zeta, prior), {"zeta": zeta}
     args = (key, prior, problem.obs_matrix, problem.y, problem.sigma)
     if method == "smc":
-        grid = _smc_grid(prior, int(problem.prior.dim), nfe)
+        grid = _smc_grid(prior, dim, nfe)
         res = smc_linear_gaussian(
             *args,
             num_particles=num_samples,
@@ -165,28 +286,92 @@ def _run_method(method, key, problem, nfe, num_samples, zeta):
     raise last_error
 
 
+def _dps(key, problem, nfe, num_samples, zeta, prior):
+    """DPS on a nonlinear problem (its Likelihood form), falling back to smaller
+    ``ζ`` when the tuned one blows up, as on the linear problems."""
+    smaller = sorted(z for z in dps_module.ZETA_GRID if z < zeta)[::-1]
+    for z in [zeta, *smaller]:
+        try:
+            return dps_module.dps(
+                key,
+                prior,
+                int(problem.prior.dim),
+                _likelihood(problem),
+                num_samples=num_samples,
+                prior_nfe_budget=nfe,
+                zeta=z,
+            )
+        except FloatingPointError:
+            continue
+    raise FloatingPointError(f"DPS blew up for every zeta <= {zeta}")
+
+
+def _reference(problem, key, num_samples):
+    """Exact draws and the mode-weight scorer of a problem.
+
+    Linear problems: the closed-form posterior mixture. Nonlinear ones: the
+    importance-sampling reference of :mod:`~rtk_blackjax.posterior.reference`
+    (cached per problem), whose own mode-weight error ``sum_j SE_j / 2`` is
+    returned too.
+    """
+    if isinstance(problem, gmm.LinearGaussianProblem):
+        exact = gmm.sample_posterior(key, problem.posterior, num_samples)
+        return exact, lambda x: gmm.mode_tv(problem.posterior, x), 0.0
+    cache_key = (
+        problem.likelihood,
+        np.asarray(problem.y).tobytes(),
+        np.asarray(problem.obs_matrix).tobytes(),
+        num_samples,
+    )
+    if cache_key not in _REFERENCES:
+        _REFERENCES[cache_key] = problem.reference(key, num_samples)
+    ref = _REFERENCES[cache_key]
+    error = 0.5 * float(np.sum(np.asarray(ref.component_weights_se)))
+    return (
+        np.asarray(ref.samples),
+        lambda x: reference.component_tv(problem.prior, ref, x),
+        error,
+    )
+
+
 def _metrics(problem, samples, key, num_directions):
+    """Sliced W2 and W1 against exact draws, mode-weight TV, the reference's error."""
     x = np.asarray(samples).reshape(-1, problem.prior.dim)
     if not np.all(np.isfinite(x)):
         raise FloatingPointError("the sampler returned non-finite samples")
-    exact = gmm.sample_posterior(key, problem.posterior, x.shape[0])
-    sw = sliced_wasserstein(
-        x, exact, jax.random.fold_in(key, 1), num_directions=num_directions
-    )
-    return sw, gmm.mode_tv(problem.posterior, x)
+    exact, tv, ref_error = _reference(problem, key, x.shape[0])
+    k_dirs = jax.random.fold_in(key, 1)
+    sw2 = sliced_wasserstein(x, exact, k_dirs, num_directions=num_directions)
+    sw1 = sliced_wasserstein(x, exact, k_dirs, num_directions=num_directions, p=1)
+    return sw2, float(tv(x)), sw1, ref_error
 
 
-def tune_dps(dim: int, obs_dim: int, nfe: int, num_samples: int = 1000) -> float:
+def tune_dps(
+    dim: int,
+    obs_dim: int,
+    nfe: int,
+    num_samples: int = 1000,
+    *,
+    access: str = "logdensity",
+    likelihood: str = "linear",
+    protocol: str = "gmm",
+) -> float:
     """Best ``ζ`` of :data:`~rtk_blackjax.posterior.dps.ZETA_GRID` by sliced W on the
-    held-out problem ``make_problem(TUNING_SEED, dim, obs_dim)`` (cached)."""
-    key = (dim, obs_dim, nfe)
+    held-out problem of seed :data:`TUNING_SEED` of the same setting (cached)."""
+    key = (dim, obs_dim, nfe, access, likelihood, protocol)
     if key not in _ZETA:
-        problem = gmm.make_problem(TUNING_SEED, dim, obs_dim)
+        problem = _problem(TUNING_SEED, dim, obs_dim, likelihood, protocol)
         scores = {}
         for zeta in dps_module.ZETA_GRID:
             try:
                 res, _ = _run_method(
-                    "dps", jax.random.key(TUNING_SEED), problem, nfe, num_samples, zeta
+                    "dps",
+                    jax.random.key(TUNING_SEED),
+                    problem,
+                    nfe,
+                    num_samples,
+                    zeta,
+                    access,
                 )
                 scores[zeta] = _metrics(problem, res.samples, jax.random.key(7), 1000)[
                     0
@@ -208,13 +393,25 @@ def run_posterior_bench(
     num_problems: int = 10,
     num_directions: int = NUM_DIRECTIONS,
     zeta: float | None = None,
+    prior_access: str = "logdensity",
+    likelihood: str = "linear",
+    protocol: str = "gmm",
 ) -> dict:
     """One method on one setting: metrics averaged over problems (or one ``seed``).
 
+    ``prior_access`` is the access the method gets to the prior (``"score"``: the
+    log density hidden; ``"energy"``: known up to a per-time constant);
+    ``likelihood`` the observation model of ``A x`` (:data:`LIKELIHOODS`);
+    ``protocol`` the problem recipe (:data:`PROTOCOLS`, see
+    :func:`~rtk_blackjax.posterior.gmm.make_problem`).
+
     Returns the JSON row: ``method, dim, obs_dim, nfe`` (measured prior evaluations
-    per sample), ``nfe_budget, likelihood_evals, sliced_w, mode_tv, wall_s`` (mean
-    sampling time per problem, compilation included), per-problem values and the
-    configuration.
+    per sample), ``nfe_budget, likelihood_evals, sliced_w`` (sliced W2),
+    ``sliced_w1`` with ``sliced_w1_se`` (its standard error over problems, for
+    MCGdiff's "mean ± 1.96 SE"), ``mode_tv``, ``reference_error`` (the nonlinear
+    reference's own mode-weight error; 0 for the closed form), ``wall_s`` (mean
+    sampling time per problem, compilation included), ``prior_access``,
+    ``likelihood``, ``protocol``, per-problem values and the configuration.
 
     Examples
     --------
@@ -223,8 +420,23 @@ def run_posterior_bench(
     >>> row["method"], row["nfe"], sorted(row)[:4]
     ('dps', 20.0, ['config', 'dim', 'likelihood_evals', 'method'])
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    method = check_choice("method", method, METHODS)
+    prior_access = check_choice("prior_access", prior_access, ACCESS_LEVELS)
+    likelihood = check_choice("likelihood", likelihood, LIKELIHOODS)
+    protocol = check_choice("protocol", protocol, PROTOCOLS)
+    needs = METHOD_ACCESS[method]
+    if ACCESS_LEVELS.index(prior_access) < ACCESS_LEVELS.index(needs):
+        raise ValueError(
+            f"method={method!r} needs the prior's {needs} access; "
+            f"prior_access={prior_access!r} gives less"
+        )
+    if likelihood != "linear" and method in _LINEAR_ONLY:
+        raise ValueError(
+            f"method={method!r} serves the linear-Gaussian likelihood only, "
+            f"not likelihood={likelihood!r}"
+        )
+    if likelihood != "linear" and protocol != "gmm":
+        raise ValueError(f"protocol={protocol!r} is defined for likelihood='linear'")
     dim = check_int("dim", dim, minimum=2)
     obs_dim = check_int("obs_dim", obs_dim, minimum=1)
     nfe = check_int("nfe", nfe, minimum=1)
@@ -236,22 +448,31 @@ def run_posterior_bench(
         else list(range(check_int("num_problems", num_problems, minimum=1)))
     )
     if method == "dps" and zeta is None:
-        zeta = tune_dps(dim, obs_dim, nfe)
-    sws, tvs, nfes, liks, walls = [], [], [], [], []
+        zeta = tune_dps(
+            dim,
+            obs_dim,
+            nfe,
+            access=prior_access,
+            likelihood=likelihood,
+            protocol=protocol,
+        )
+    sws, sw1s, tvs, ref_errors, nfes, liks, walls = [], [], [], [], [], [], []
     config = {}
     for s in seeds:
-        problem = gmm.make_problem(s, dim, obs_dim)
+        problem = _problem(s, dim, obs_dim, likelihood, protocol)
         start = time.perf_counter()
         res, config = _run_method(
-            method, jax.random.key(s), problem, nfe, num_samples, zeta
+            method, jax.random.key(s), problem, nfe, num_samples, zeta, prior_access
         )
         jax.block_until_ready(res.samples)
         walls.append(time.perf_counter() - start)
-        sw, tv = _metrics(
+        sw, tv, sw1, ref_error = _metrics(
             problem, res.samples, jax.random.key(10_000 + s), num_directions
         )
         sws.append(sw)
+        sw1s.append(sw1)
         tvs.append(tv)
+        ref_errors.append(ref_error)
         nfes.append(res.prior_nfe)
         liks.append(res.likelihood_evals)
     return {
@@ -264,37 +485,58 @@ def run_posterior_bench(
         "sliced_w": float(np.mean(sws)),
         "mode_tv": float(np.mean(tvs)),
         "wall_s": float(np.mean(walls)),
+        "prior_access": prior_access,
+        "likelihood": likelihood,
+        "protocol": protocol,
+        "sliced_w1": float(np.mean(sw1s)),
+        "sliced_w1_se": float(np.std(sw1s, ddof=1) / math.sqrt(len(sw1s)))
+        if len(sw1s) > 1
+        else 0.0,
+        "reference_error": float(np.mean(ref_errors)),
         "num_problems": len(seeds),
         "seeds": seeds,
         "num_samples": num_samples,
         "num_directions": num_directions,
         "sliced_w_per_problem": [float(v) for v in sws],
+        "sliced_w1_per_problem": [float(v) for v in sw1s],
         "mode_tv_per_problem": [float(v) for v in tvs],
         "config": config,
     }
 
 
+def _setting(row: dict) -> tuple:
+    return (
+        row.get("prior_access", "logdensity"),
+        row.get("likelihood", "linear"),
+        row.get("protocol", "gmm"),
+        row["dim"],
+        row["obs_dim"],
+    )
+
+
+def _sw_cell(row: dict) -> str:
+    # MCGdiff's protocol reports sliced W1 as mean ± 1.96 SE over problems; ours
+    # reports the mean sliced W2.
+    if row.get("protocol", "gmm") == "mcgdiff":
+        return f"{row['sliced_w1']:.3f} ± {1.96 * row['sliced_w1_se']:.3f}"
+    return f"{row['sliced_w']:.3f}"
+
+
 def format_table(rows: list[dict]) -> str:
-    """Markdown table: one line per (d, d_y), SW / mode TV / NFE per method."""
+    """Markdown table: one line per (access, likelihood, protocol, d, d_y), sliced W
+    (W2; W1 ± 1.96 SE under MCGdiff's protocol) / mode TV / NFE per method."""
     methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
-    header = "| d | d_y | " + " | ".join(f"{m} SW | {m} TV | {m} NFE" for m in methods)
-    lines = [header + " |", "|" + "---|" * (2 + 3 * len(methods))]
-    settings = sorted({(r["dim"], r["obs_dim"]) for r in rows})
-    for dim, obs in settings:
-        cells = [str(dim), str(obs)]
+    header = "| access | likelihood | protocol | d | d_y | " + " | ".join(
+        f"{m} SW | {m} TV | {m} NFE" for m in methods
+    )
+    lines = [header + " |", "|" + "---|" * (5 + 3 * len(methods))]
+    for setting in sorted({_setting(r) for r in rows}):
+        cells = [str(v) for v in setting]
         for m in methods:
-            match = [
-                r
-                for r in rows
-                if (r["dim"], r["obs_dim"], r["method"]) == (dim, obs, m)
-            ]
+            match = [r for r in rows if _setting(r) == setting and r["method"] == m]
             if match:
                 r = match[-1]
-                cells += [
-                    f"{r['sliced_w']:.3f}",
-                    f"{r['mode_tv']:.3f}",
-                    f"{r['nfe']:.0f}",
-                ]
+                cells += [_sw_cell(r), f"{r['mode_tv']:.3f}", f"{r['nfe']:.0f}"]
             else:
                 cells += ["–", "–", "–"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -348,10 +590,14 @@ def sweep(
     num_directions: int = NUM_DIRECTIONS,
     out: str | None = None,
     problems_per_dim: dict | None = None,
+    prior_access: str = "logdensity",
+    likelihood: str = "linear",
+    protocol: str = "gmm",
 ) -> list[dict]:
     """Run every (d, d_y, method); with ``out``, append ``out.jsonl`` row by row and
     write ``out.md`` (table) and ``out.png`` (plot). ``problems_per_dim`` overrides
-    ``num_problems`` for some dimensions (e.g. ``{800: 3}``)."""
+    ``num_problems`` for some dimensions (e.g. ``{800: 3}``); the other options are
+    :func:`run_posterior_bench`'s."""
     rows = []
     for dim in dims:
         n_prob = (problems_per_dim or {}).get(dim, num_problems)
@@ -366,6 +612,9 @@ def sweep(
                     num_samples,
                     num_problems=n_prob,
                     num_directions=num_directions,
+                    prior_access=prior_access,
+                    likelihood=likelihood,
+                    protocol=protocol,
                 )
                 rows.append(row)
                 print(json.dumps({k: row[k] for k in list(row)[:10]}), flush=True)
@@ -416,6 +665,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--zeta", type=float, default=None, help="DPS scale (default: tuned)"
     )
+    p.add_argument(
+        "--prior-access",
+        choices=ACCESS_LEVELS,
+        default="logdensity",
+        help="what the methods may read of the prior (score: log density hidden)",
+    )
+    p.add_argument(
+        "--likelihood",
+        choices=LIKELIHOODS,
+        default="linear",
+        help="observation model of A x (nonlinear: importance-sampling reference)",
+    )
+    p.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="gmm",
+        help="problem recipe: ours, or MCGdiff's (random weights, SVD-shaped A)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
         "--sweep", action="store_true", help="all --dims x --obs-dims x --methods"
@@ -454,6 +721,9 @@ def main_from_args(args: argparse.Namespace) -> int:
             num_directions=args.num_directions,
             out=args.out,
             problems_per_dim=extra,
+            prior_access=args.prior_access,
+            likelihood=args.likelihood,
+            protocol=args.protocol,
         )
         print(format_table(rows))
         return 0
@@ -467,6 +737,9 @@ def main_from_args(args: argparse.Namespace) -> int:
         num_problems=args.num_problems,
         num_directions=args.num_directions,
         zeta=args.zeta,
+        prior_access=args.prior_access,
+        likelihood=args.likelihood,
+        protocol=args.protocol,
     )
     if args.json:
         print(json.dumps(row))

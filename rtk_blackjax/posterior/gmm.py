@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rtk_blackjax._checks import check_int, check_key, check_positive
+from rtk_blackjax._checks import check_choice, check_int, check_key, check_positive
 from rtk_blackjax.targets.analytic import (
     GaussianMixture,
     mixture_from_arrays,
@@ -40,6 +40,7 @@ from rtk_blackjax.types import Array, ArrayLike, PRNGKey
 __all__ = [
     "GRID_SPACING",
     "SIGMA_RANGE",
+    "PROTOCOLS",
     "PosteriorMixture",
     "LinearGaussianProblem",
     "grid_prior",
@@ -56,6 +57,8 @@ GRID_SPACING = 8.0
 # Noise level of a random problem: log-uniform in this range (small sigma makes the
 # posterior modes narrow along the observed directions, where DPS struggles).
 SIGMA_RANGE = (0.1, 1.0)
+# Problem recipes of make_problem: this package's, and Cardoso et al. (2024)'s.
+PROTOCOLS = ("gmm", "mcgdiff")
 
 
 class PosteriorMixture(NamedTuple):
@@ -212,14 +215,26 @@ def exact_posterior(
 
 
 def make_problem(
-    seed: int, dim: int, obs_dim: int, *, sigma: float | None = None
+    seed: int,
+    dim: int,
+    obs_dim: int,
+    *,
+    sigma: float | None = None,
+    protocol: str = "gmm",
 ) -> LinearGaussianProblem:
     """A reproducible random problem of the benchmark.
 
-    Recipe (numpy ``default_rng(seed)``): ``A`` has i.i.d. Gaussian entries with each
+    Recipe ``protocol="gmm"`` (numpy ``default_rng(seed)``): the prior is
+    :func:`grid_prior` (equal weights); ``A`` has i.i.d. Gaussian entries with each
     row scaled to unit norm (so ``A x`` has the scale of one coordinate of ``x``);
     ``sigma`` is log-uniform in :data:`SIGMA_RANGE` unless given; ``x_true`` is a
     prior draw and ``y = A x_true + sigma * eps``.
+
+    ``protocol="mcgdiff"`` follows Cardoso et al. (2024)'s Gaussian-mixture
+    experiment: the grid prior's weights are random (uniform draws, normalised),
+    ``A = U diag(s) V`` with ``U`` a random ``d_y x d_y`` rotation, ``V`` ``d_y``
+    random orthonormal rows and ``s`` sorted uniform ``(0, 1)`` singular values, and
+    ``sigma = u · max(s)`` with ``u`` uniform ``(0, 1)`` unless given.
 
     Examples
     --------
@@ -231,12 +246,23 @@ def make_problem(
     obs_dim = check_int("obs_dim", obs_dim, minimum=1)
     if obs_dim > dim:
         raise ValueError(f"obs_dim must be at most dim={dim}, got {obs_dim}")
+    protocol = check_choice("protocol", protocol, PROTOCOLS)
     rng = np.random.default_rng(seed)
     prior = grid_prior(dim)
-    A = rng.normal(size=(obs_dim, dim))
-    A /= np.linalg.norm(A, axis=1, keepdims=True)
-    if sigma is None:
-        sigma = float(np.exp(rng.uniform(*np.log(SIGMA_RANGE))))
+    if protocol == "gmm":
+        A = rng.normal(size=(obs_dim, dim))
+        A /= np.linalg.norm(A, axis=1, keepdims=True)
+        if sigma is None:
+            sigma = float(np.exp(rng.uniform(*np.log(SIGMA_RANGE))))
+    else:
+        weights = rng.uniform(size=prior.num_components)
+        prior = mixture_from_arrays(prior.means, 1.0, weights / weights.sum())
+        rotation, _ = np.linalg.qr(rng.normal(size=(obs_dim, obs_dim)))
+        rows, _ = np.linalg.qr(rng.normal(size=(dim, obs_dim)))
+        singular = np.sort(rng.uniform(size=obs_dim))[::-1]
+        A = rotation @ np.diag(singular) @ rows.T
+        if sigma is None:
+            sigma = float(rng.uniform() * singular.max())
     weights = np.asarray(prior.weights, np.float64)
     comp = rng.choice(prior.num_components, p=weights / weights.sum())
     x_true = np.asarray(prior.means[comp]) + rng.normal(size=dim)
