@@ -2,13 +2,16 @@
 scale on a 2-D ring prior, every method through one ``rb.posterior.sample`` call.
 
 Prior: an analytic 48-component ring (radius 2, component variance 0.02), passed
-with the access each method is allowed (``--access score`` hides its log density).
+with the access each method is allowed (``--access score`` hides its log density),
+or a network trained on draws of it (``--access learned-energy``: an
+energy-parameterised network, the grid reference then from its energy at
+``t = 0``; ``learned-score``: a score network).
 Model: ``sigma ~ HalfNormal(1)``, six observations ``y_i ~ Normal(x0 * x1, sigma)``.
 The posterior has four modes (the four points of the ring where ``x0 x1 = c``),
 of weight 1/4 each by symmetry; the grid reference (a 2-D grid for ``x`` times a
 1-D grid for ``sigma``) gives their weights and ``sigma``'s posterior mean and sd.
 
-Run: ``python benchmarks/ring_posterior.py [--access score|logdensity]
+Run: ``python benchmarks/ring_posterior.py [--access score|logdensity|learned-energy|learned-score]
 [--methods smc,tds,split-gibbs,nuts] [--seeds 3] [--json]``.
 """
 
@@ -29,11 +32,64 @@ RADIUS, COMPONENT_VARIANCE, NUM_COMPONENTS = 2.0, 0.02, 48
 SIGMA_TRUE, NUM_OBS = 0.3, 6
 
 
-def ring_target(access: str) -> rb.targets.Target:
+ACCESS = ("score", "logdensity", "learned-energy", "learned-score")
+TRAINING_DRAWS, TRAINING_STEPS = 20_000, 4000
+_LEARNED: dict = {}
+
+
+def analytic_ring() -> rb.targets.Target:
     angles = jnp.linspace(0.0, 2 * jnp.pi, NUM_COMPONENTS, endpoint=False)
     means = RADIUS * jnp.stack([jnp.cos(angles), jnp.sin(angles)], 1)
-    target = rb.targets.gaussian_mixture(means, COMPONENT_VARIANCE)
-    return rb.targets.score_only(target) if access == "score" else target
+    return rb.targets.gaussian_mixture(means, COMPONENT_VARIANCE)
+
+
+def ring_target(access: str) -> rb.targets.Target:
+    """The prior with the access a run is allowed.
+
+    ``learned-energy`` / ``learned-score``: a network trained (seed 0, once per
+    process) on 20 000 draws of the analytic ring by
+    :func:`~rtk_blackjax.adapters.learned.train_energy` / ``train_score`` (2 x 64
+    MLP, 4000 steps, batch 256): what a user has.
+    """
+    target = analytic_ring()
+    if access == "score":
+        return rb.targets.score_only(target)
+    if access == "logdensity":
+        return target
+    if access not in _LEARNED:
+        from rtk_blackjax.adapters import learned
+
+        trainer = (
+            learned.train_energy
+            if access == "learned-energy"
+            else (learned.train_score)
+        )
+        k_data, k_train = jax.random.split(jax.random.key(0))
+        data = rb.targets.sample_mixture(k_data, target.mixture, TRAINING_DRAWS)
+        trained = trainer(
+            k_train,
+            data,
+            num_steps=TRAINING_STEPS,
+            batch_size=256,
+            hidden=64,
+            depth=2,
+            t_min=1e-3,
+            progress_bar=False,
+        )
+        _LEARNED[access] = learned.learned_target(trained)
+    return _LEARNED[access]
+
+
+def prior_logdensity(access: str):
+    """``log p_0`` of the prior the model uses, up to a constant, for the grid
+    reference: the learned energy at ``t = 0`` for ``learned-energy``; the analytic
+    ring otherwise (for ``learned-score`` that is the ring the network was fitted
+    to, not the network's own prior, which has no density to grid)."""
+    if access == "learned-energy":
+        target = ring_target(access)
+        return lambda p: target.logdensity(p, 0.0)
+    mixture = analytic_ring().mixture
+    return lambda p: rb.targets.mixture_logdensity(mixture, p, 0.0)
 
 
 def make_model(target):
@@ -60,17 +116,11 @@ def mode_of(x: np.ndarray) -> np.ndarray:
     return 2 * (x[:, 0] > 0) + (np.abs(x[:, 0]) > np.abs(x[:, 1]))
 
 
-def grid_reference(target, y: np.ndarray, n: int = 500):
+def grid_reference(logdensity, y: np.ndarray, n: int = 500):
     grid = np.linspace(-2.8, 2.8, n)
     xx, yy = np.meshgrid(grid, grid, indexing="ij")
     pts = np.stack([xx.ravel(), yy.ravel()], 1)
-    logp = np.asarray(
-        jax.vmap(
-            lambda p: (
-                target.mixture and rb.targets.mixture_logdensity(target.mixture, p, 0.0)
-            )
-        )(jnp.asarray(pts))
-    )
+    logp = np.asarray(jax.jit(jax.vmap(logdensity))(jnp.asarray(pts)))
     sigmas = np.linspace(0.02, 2.0, 400)
     prod = pts[:, 0] * pts[:, 1]
     resid2 = ((y[None, :] - prod[:, None]) ** 2).sum(1)  # (points,)
@@ -91,9 +141,8 @@ def grid_reference(target, y: np.ndarray, n: int = 500):
 
 
 def run(method: str, access: str, seed: int, num_samples: int, prior_nfe: int):
-    full = ring_target("logdensity")
     y = observations(seed)
-    ref_modes, ref_mean, ref_sd = grid_reference(full, y)
+    ref_modes, ref_mean, ref_sd = grid_reference(prior_logdensity(access), y)
     model = make_model(ring_target(access))
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
@@ -129,7 +178,7 @@ def run(method: str, access: str, seed: int, num_samples: int, prior_nfe: int):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--access", default="score", choices=["score", "logdensity"])
+    parser.add_argument("--access", default="score", choices=ACCESS)
     parser.add_argument("--methods", default="smc,tds,split-gibbs")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--num-samples", type=int, default=2000)

@@ -79,7 +79,8 @@ class PosteriorSamples(NamedTuple):
     method, access
         The method used and the prior access it used.
     num_chains
-        Chains (MCMC methods) or 1 (SMC methods: the particles after resampling).
+        Chains (MCMC methods) or replicas (SMC methods: each replica's particles
+        after its final resampling form one "chain" of ``to_arviz``).
     prior_nfe, likelihood_evals
         Prior and likelihood evaluations per returned sample.
     diagnostics
@@ -132,6 +133,7 @@ def sample(
     prior_nfe: int = 100,
     method: str = "smc",
     num_chains: int = 4,
+    num_replicas: int = 2,
     check_modes: bool = True,
     **model_kwargs,
 ) -> PosteriorSamples:
@@ -144,8 +146,9 @@ def sample(
     model, *model_args, **model_kwargs
         The NumPyro model and its arguments (observations included).
     num_samples
-        Draws returned (SMC: particles; MCMC: ``num_chains`` chains of
-        ``ceil(num_samples / num_chains)`` draws, cut to ``num_samples``).
+        Draws returned (SMC: ``num_replicas`` systems of
+        ``ceil(num_samples / num_replicas)`` particles; MCMC: ``num_chains`` chains
+        of ``ceil(num_samples / num_chains)`` draws).
     prior_nfe
         Prior evaluations per returned sample (the SMC methods' budget per
         particle; split Gibbs' budget; NUTS reports what it spent).
@@ -153,8 +156,17 @@ def sample(
         One of :data:`METHODS`.
     num_chains
         Chains of the MCMC methods (``"split-gibbs"``, ``"nuts"``).
+    num_replicas
+        Independent particle systems of the SMC methods (``"smc"``, ``"tds"``),
+        ``ceil(num_samples / num_replicas)`` particles each, pooled with equal
+        weights (each is consistent, so the pool is) and cut to ``num_samples``.
+        Same cost as one system of ``num_samples`` particles; what it buys is a
+        check a single system cannot make on itself: replicas that settle on
+        different mode weights are reported like disagreeing chains. 1: one
+        system, no check.
     check_modes
-        Warn when chains occupy different modes (:func:`mode_disagreement`).
+        Warn when chains or replicas occupy different modes
+        (:func:`mode_disagreement`).
 
     Returns
     -------
@@ -179,6 +191,7 @@ def sample(
     num_samples = check_int("num_samples", num_samples, minimum=2)
     prior_nfe = check_int("prior_nfe", prior_nfe, minimum=1)
     num_chains = check_int("num_chains", num_chains, minimum=1)
+    num_replicas = check_int("num_replicas", num_replicas, minimum=1)
     k_model, k_run = jax.random.split(rng_key)
     sites = inspect_model(k_model, model, model_args, model_kwargs)
     target, dim = sites.prior.target, sites.prior.dim
@@ -194,19 +207,37 @@ def sample(
     if method in ("smc", "tds"):
         _, likelihood = model_likelihood(k_model, model, model_args, model_kwargs)
         runner = twisted_smc if method == "smc" else tds
-        raw = runner(
-            k_run,
-            target,
-            dim,
-            likelihood,
-            num_particles=num_samples,
-            prior_nfe_budget=prior_nfe,
-        )
-        samples = {sites.prior_name: raw.samples[:, 0]}
-        samples.update(raw.extras.get("sites", {}))
-        chains = 1
-        diagnostics = {k: v for k, v in raw.extras.items() if k not in ("sites",)}
-        messages = [collapse_warning(raw.extras["ess"], num_samples)]
+        per_replica = max(2, math.ceil(num_samples / num_replicas))
+        replicas = [
+            runner(
+                key,
+                target,
+                dim,
+                likelihood,
+                num_particles=per_replica,
+                prior_nfe_budget=prior_nfe,
+            )
+            for key in jax.random.split(k_run, num_replicas)
+        ]
+        raw = replicas[0]
+        by_replica = {sites.prior_name: [r.samples[:, 0] for r in replicas]}
+        for name in raw.extras.get("sites", {}):
+            by_replica[name] = [r.extras["sites"][name] for r in replicas]
+        samples = {
+            name: jnp.concatenate(parts)[: num_replicas * per_replica]
+            for name, parts in by_replica.items()
+        }
+        chains = num_replicas
+        diagnostics = _pooled_diagnostics(replicas)
+        messages = [
+            collapse_warning(np.min(diagnostics["ess"], 0), per_replica),
+        ]
+        if check_modes and num_replicas > 1:
+            messages.append(
+                mode_disagreement(
+                    np.stack(by_replica[sites.prior_name]), unit="replica"
+                )
+            )
     else:
         draws = math.ceil(num_samples / num_chains)
         if method == "split-gibbs":
@@ -259,6 +290,30 @@ def sample(
     )
 
 
+def _pooled_diagnostics(replicas: list) -> dict:
+    """Diagnostics of independent SMC replicas: per-replica arrays stacked on a
+    leading axis, and the pooled log evidence (the log of the replicas' mean
+    evidence estimate, itself unbiased for the evidence)."""
+    first = replicas[0].extras
+    out = {}
+    for key, value in first.items():
+        if key in ("sites", "params"):
+            continue
+        if key in ("times", "consistent_for"):
+            out[key] = value
+            continue
+        try:
+            out[key] = np.stack([np.asarray(r.extras[key]) for r in replicas])
+        except (TypeError, ValueError):
+            out[key] = value
+    if "log_evidence" in out:
+        per = np.asarray(out["log_evidence"], np.float64)
+        out["log_evidence_per_replica"] = per
+        top = per.max()
+        out["log_evidence"] = float(top + np.log(np.mean(np.exp(per - top))))
+    return out
+
+
 def _nuts(rng_key, model, model_args, model_kwargs, sites, num_chains, draws):
     """NumPyro NUTS on the whole model (the prior's ``log_prob`` at ``t = 0``)."""
     from numpyro.infer import MCMC, NUTS
@@ -306,6 +361,7 @@ def mode_disagreement(
     max_clusters: int = 8,
     seed: int = 0,
     min_tv: float = 0.25,
+    unit: str = "chain",
 ) -> str | None:
     """A message when chains occupy different posterior modes, else ``None``.
 
@@ -323,6 +379,9 @@ def mode_disagreement(
     ----------
     chains
         ``(num_chains, num_draws, dim)`` draws.
+    unit
+        What a row of ``chains`` is, for the message (``"chain"`` or ``"replica"``:
+        an independent SMC run's particles).
 
     Examples
     --------
@@ -339,6 +398,7 @@ def mode_disagreement(
 
     max_clusters = check_int("max_clusters", max_clusters, minimum=1)
     min_tv = check_fraction("min_tv", min_tv)
+    unit = check_choice("unit", unit, ("chain", "replica"))
     chains = np.asarray(chains, np.float64)
     if chains.ndim != 3:
         raise ValueError(
@@ -365,14 +425,19 @@ def mode_disagreement(
     if tv[worst] < min_tv or p_value > 1e-3:
         return None
     occupancy = ", ".join(
-        f"chain {c}: " + "/".join(f"{w:.2f}" for w in per_chain[c])
+        f"{unit} {c}: " + "/".join(f"{w:.2f}" for w in per_chain[c])
         for c in range(min(num_chains, 8))
     )
+    advice = (
+        "raise num_samples or prior_nfe"
+        if unit == "replica"
+        else "use method='smc' or more chains"
+    )
     return (
-        f"chains occupy different posterior modes (chain {worst} differs from the "
+        f"{unit}s occupy different posterior modes ({unit} {worst} differs from the "
         f"pooled mode weights by TV {tv[worst]:.2f}; chi-square p = {p_value:.1e}; "
         f"occupancy of {k} clusters: {occupancy}): the mode weights are not "
-        "converged even if R-hat passes; use method='smc' or more chains"
+        f"converged even if R-hat passes; {advice}"
     )
 
 

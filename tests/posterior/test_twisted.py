@@ -8,6 +8,7 @@ obvious wrong answer (the prior, a wrong ``σ``) fails the same check.
 """
 
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -353,6 +354,35 @@ def test_result_converts_to_arviz():
     model = gaussian_model(rb.targets.gaussian(MEAN, VAR), sigma_site=True)
     res = rb.posterior.sample(KEY, model, num_samples=64, prior_nfe=13, y=Y)
     idata = res.to_arviz()
-    assert idata.posterior["x"].shape == (1, 64, 3)
-    assert idata.posterior["sigma"].shape == (1, 64)
+    # two replicas of 32 particles (the default), one ArviZ chain each
+    assert idata.posterior["x"].shape == (2, 32, 3)
+    assert idata.posterior["sigma"].shape == (2, 32)
     assert res.likelihood_evals > 0 and res.prior_nfe == 13.0
+    assert res.diagnostics["ess"].shape[0] == 2
+    per = res.diagnostics["log_evidence_per_replica"]
+    assert min(per) <= res.diagnostics["log_evidence"] <= max(per)
+
+
+def test_smc_replicas_in_different_modes_warn(monkeypatch):
+    # The replica check itself: replicas that end in different modes (forced here)
+    # raise the warning; one replica cannot.
+    from rtk_blackjax.posterior import entry
+
+    real = entry.twisted_smc
+    calls = []
+
+    def split_modes(*args, **kwargs):
+        res = real(*args, **kwargs)
+        shift = 6.0 if len(calls) % 2 else -6.0
+        calls.append(shift)
+        return res._replace(samples=res.samples + shift)
+
+    monkeypatch.setattr(entry, "twisted_smc", split_modes)
+    model = gaussian_model(rb.targets.gaussian(MEAN, VAR))
+    with pytest.warns(rb.posterior.PosteriorWarning, match="replicas occupy"):
+        rb.posterior.sample(KEY, model, num_samples=200, prior_nfe=13, y=Y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", rb.posterior.PosteriorWarning)
+        rb.posterior.sample(
+            KEY, model, num_samples=200, prior_nfe=13, num_replicas=1, y=Y
+        )
