@@ -873,6 +873,34 @@ CASES = {
             ("prior_nfe_budget", 2, V),
         ],
     ),
+    "rtk_blackjax.posterior.mcgdiff": Case(
+        dict(
+            rng_key=KEY,
+            prior=TARGET,
+            dim=2,
+            likelihood=_LIKELIHOOD,
+            num_particles=4,
+            prior_nfe_budget=7,
+        ),
+        [
+            *_key(),
+            *_target("prior"),
+            *_count("dim", 1),
+            ("likelihood", "likelihood", T),
+            *_count("num_particles", 2),
+            *_count("prior_nfe_budget", 1),
+            ("prior_nfe_budget", MISSING, V),
+            ("times", NOT_INCREASING, V),
+        ],
+    ),
+    "rtk_blackjax.posterior.linear_gaussian_form": Case(
+        dict(likelihood=_LIKELIHOOD, dim=2),
+        [
+            ("likelihood", "likelihood", T),
+            *_count("dim", 1),
+            ("likelihood", rb.posterior.Likelihood(other=lambda x, u: 0.0), V),
+        ],
+    ),
     "rtk_blackjax.posterior.twisted.linear_gaussian_likelihood": Case(
         dict(A=A, y=Y, sigma=SIGMA),
         [("A", np.ones(3), V), ("y", np.ones(3), V), *_positive("sigma")],

@@ -4,7 +4,8 @@
   :class:`DiffusionPrior` site, any likelihood and further latent sites; its methods
   (:data:`METHODS`) declare the prior access they need;
 * :func:`twisted_smc` (RTK-based twisted SMC, any prior access and any
-  :class:`Likelihood`) and its peer :func:`tds`;
+  :class:`Likelihood`) and its peers :func:`tds` and :func:`mcgdiff` (MCGdiff,
+  linear-Gaussian likelihoods; :func:`linear_gaussian_form`);
 
 * :class:`DiffusionPrior`: a diffusion model (any :class:`~rtk_blackjax.targets.Target`)
   as a NumPyro distribution;
@@ -34,6 +35,7 @@ from rtk_blackjax.posterior.entry import (
     mode_disagreement,
     sample,
 )
+from rtk_blackjax.posterior.mcgdiff import linear_gaussian_form, mcgdiff
 from rtk_blackjax.posterior.nuts import nuts_linear_gaussian
 from rtk_blackjax.posterior.prior import DiffusionPrior
 from rtk_blackjax.posterior.smc import calibrate_grid, smc_linear_gaussian
@@ -61,6 +63,8 @@ __all__ = [
     "mode_disagreement",
     "twisted_smc",
     "tds",
+    "mcgdiff",
+    "linear_gaussian_form",
     "Likelihood",
     "GaussianObservation",
     "PosteriorResult",
