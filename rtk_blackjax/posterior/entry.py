@@ -18,6 +18,7 @@ import numpy as np
 
 from rtk_blackjax._checks import check_choice, check_fraction, check_int, check_key
 from rtk_blackjax.posterior.base import PosteriorResult
+from rtk_blackjax.posterior.mcgdiff import linear_gaussian_form, mcgdiff
 from rtk_blackjax.posterior.model import inspect_model, model_likelihood
 from rtk_blackjax.posterior.twisted import collapse_warning, tds, twisted_smc
 from rtk_blackjax.targets.base import ACCESS_LEVELS
@@ -54,6 +55,11 @@ METHODS = {
         "the posterior of the DDPM chain's prior",
         "twisted diffusion sampler (Wu et al. 2023)",
     ),
+    "mcgdiff": MethodSpec(
+        "score",
+        "the posterior of the DDPM chain's prior; linear-Gaussian likelihoods only",
+        "Monte Carlo guided diffusion (Cardoso et al. 2024)",
+    ),
     "split-gibbs": MethodSpec(
         "score",
         "the relaxed posterior at rho_final (mode weights only as good as mixing)",
@@ -65,6 +71,11 @@ METHODS = {
         "NUTS on the model's joint log density",
     ),
 }
+
+
+# The SMC methods: independent particle systems, run as replicas.
+_PARTICLE_METHODS = ("smc", "tds", "mcgdiff")
+_LINEAR_ONLY = ("mcgdiff",)
 
 
 class PosteriorWarning(UserWarning):
@@ -114,11 +125,12 @@ class PosteriorSamples(NamedTuple):
         return az.from_dict(posterior={k: shaped(v) for k, v in self.samples.items()})
 
 
-def _refuse(method: str, access: str, why: str):
+def _refuse(method: str, access: str, why: str, exclude: tuple = ()):
     can = [
         m
         for m, spec in METHODS.items()
         if ACCESS_LEVELS.index(access) >= ACCESS_LEVELS.index(spec.access)
+        and m not in exclude
     ]
     raise ValueError(
         f"method={method!r} cannot serve this model: {why}; use one of {can}"
@@ -157,7 +169,8 @@ def sample(
     num_chains
         Chains of the MCMC methods (``"split-gibbs"``, ``"nuts"``).
     num_replicas
-        Independent particle systems of the SMC methods (``"smc"``, ``"tds"``),
+        Independent particle systems of the SMC methods (``"smc"``, ``"tds"``,
+        ``"mcgdiff"``),
         ``ceil(num_samples / num_replicas)`` particles each, pooled with equal
         weights (each is consistent, so the pool is) and cut to ``num_samples``.
         Same cost as one system of ``num_samples`` particles; what it buys is a
@@ -204,9 +217,14 @@ def sample(
             f"it needs the prior's {spec.access} access and the prior has {access} "
             "access only",
         )
-    if method in ("smc", "tds"):
+    if method in _PARTICLE_METHODS:
         _, likelihood = model_likelihood(k_model, model, model_args, model_kwargs)
-        runner = twisted_smc if method == "smc" else tds
+        if method == "mcgdiff":
+            try:
+                linear_gaussian_form(likelihood, dim)
+            except ValueError as err:
+                _refuse(method, access, str(err), exclude=_LINEAR_ONLY)
+        runner = {"smc": twisted_smc, "tds": tds, "mcgdiff": mcgdiff}[method]
         per_replica = max(2, math.ceil(num_samples / num_replicas))
         replicas = [
             runner(

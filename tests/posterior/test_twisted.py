@@ -91,6 +91,17 @@ def test_smc_matches_the_closed_form_posterior(access):
     assert consistent == ("predictor-chain prior" if access == "score" else "posterior")
 
 
+def test_mcgdiff_through_sample_matches_the_closed_form_posterior():
+    # the score-only peer through the same entry (a linear-Gaussian model)
+    target = rb.targets.score_only(rb.targets.gaussian(MEAN, VAR))
+    n = 2000
+    res = rb.posterior.sample(
+        KEY, gaussian_model(target), num_samples=n, method="mcgdiff", y=Y
+    )
+    assert res.prior_nfe == 100.0 and res.num_chains == 2
+    assert moments_ok(res.samples["x"], POST_MEAN, POST_SD, n / 3)
+
+
 def test_smc_log_evidence_matches_the_closed_form():
     prior = rb.targets.gaussian(MEAN, VAR)
     lik = linear_gaussian_likelihood(A, Y, SIGMA)
@@ -321,9 +332,21 @@ def test_methods_that_cannot_serve_the_model_say_which_can():
     model = gaussian_model(rb.targets.score_only(rb.targets.gaussian(MEAN, VAR)))
     with pytest.raises(
         ValueError,
-        match=r"method='nuts'.*score access.*\['smc', 'tds', 'split-gibbs'\]",
+        match=r"method='nuts'.*score access.*\['smc', 'tds', 'mcgdiff', 'split-gibbs'\]",
     ):
         rb.posterior.sample(KEY, model, num_samples=10, method="nuts", y=Y)
+
+    # MCGdiff serves linear-Gaussian likelihoods only; a nonlinear one is refused
+    # with the reason and the methods that can serve it
+    def nonlinear(y=None):
+        x = numpyro.sample("x", rb.posterior.DiffusionPrior(model_prior, dim=3))
+        numpyro.sample("y", dist.Normal(jnp.tanh(A @ x), SIGMA), obs=y)
+
+    model_prior = rb.targets.score_only(rb.targets.gaussian(MEAN, VAR))
+    with pytest.raises(
+        ValueError, match=r"not linear.*\['smc', 'tds', 'split-gibbs'\]"
+    ):
+        rb.posterior.sample(KEY, nonlinear, num_samples=10, method="mcgdiff", y=Y)
     with pytest.raises(ValueError, match="method"):
         rb.posterior.sample(KEY, model, num_samples=10, method="mcmc", y=Y)
     with pytest.raises(ValueError, match="no observed sample site"):
