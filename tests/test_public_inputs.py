@@ -52,6 +52,7 @@ SKIPPED_MODULES = {
     "rtk_blackjax.benchmarks.sampling": "benchmark scripts (CLI only), not the library",
     "rtk_blackjax.benchmarks.overhead": "benchmark scripts (CLI only), not the library",
     "rtk_blackjax.benchmarks.posterior": "benchmark scripts (CLI only), not the library",
+    "rtk_blackjax.benchmarks.ring": "benchmark scenario (CLI and demo), not the library",
 }
 
 _TRACED = "array arithmetic called inside traced code, where values are unknown"
