@@ -56,7 +56,7 @@ import numpy as np
 
 from rtk_blackjax._checks import check_int, check_key, check_positive
 from rtk_blackjax.posterior.base import PosteriorResult
-from rtk_blackjax.posterior.dps import DEFAULT_PARAM_STEP, _PARAM_SPREAD_DRAWS
+from rtk_blackjax.posterior.dps import _PARAM_SPREAD_DRAWS, DEFAULT_PARAM_STEP
 from rtk_blackjax.posterior.twisted import Likelihood, _check_likelihood
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import Array, PRNGKey
@@ -245,11 +245,13 @@ def daps(
             x0, u = carry
             kx, ku = jax.random.split(jax.random.fold_in(k_lang, i))
             gx, gu = grad(x0, u, x0hat, r2)
-            x0 = (
-                x0
-                + eta * gx
-                + jnp.sqrt(2.0 * eta) * jax.random.normal(kx, x0.shape, x0.dtype)
-            )
+            # tamed (Brosse et al. 2019): a drift of at most r per coordinate, so
+            # a curvature estimate that is too small (a nonlinear f flat at x̂0)
+            # cannot throw x0 far out
+            drift = eta * gx
+            drift = drift / (1.0 + jnp.abs(drift) / jnp.sqrt(r2))
+            noise = jax.random.normal(kx, x0.shape, x0.dtype)
+            x0 = x0 + drift + jnp.sqrt(2.0 * eta) * noise
             if num_params:
                 # tamed ULA (the drift bounded by one prior spread, as in dps)
                 drift = h_u * gu
