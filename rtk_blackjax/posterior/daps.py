@@ -29,7 +29,9 @@ DAPS's Langevin step is a hand-tuned constant per task with a linear decay; ours
 scale-free: ``η = step_scale / (1/r_σ² + κ)``, ``κ`` the Gauss–Newton curvature
 trace ``Σ_j |∇f_j(x̂₀)|² / var_j`` of the Gaussian observations at ``x̂₀`` (an upper
 bound of the target's largest curvature when ``f`` is linear, so ``step_scale < 2``
-is stable there; ``κ = 0`` without Gaussian terms). The light configuration: the
+is stable there; ``κ = 0`` without Gaussian terms), and the drift is tamed
+(Brosse et al. 2019) to at most ``r_σ`` per coordinate, so a nonlinear ``f`` that is
+flat at ``x̂₀`` (``κ`` too small) cannot throw ``x₀`` out. The light configuration: the
 authors' repository runs DAPS-1K (200 levels × 5 ODE steps, 100 Langevin steps);
 the cheaper settings cut the ODE steps. We tuned on the held-out 25-mode problem
 ``gmm.make_problem(1000, 8, 2)`` (not a test's problem) at 100 prior evaluations
