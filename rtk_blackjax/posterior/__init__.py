@@ -13,6 +13,8 @@
   split Gibbs with RTK prior blocks;
 * :func:`smc_linear_gaussian`: twisted SMC through the reverse diffusion, on a grid
   fitted to the prior by :func:`calibrate_grid`;
+* peers :func:`dps` (DPS, any :class:`Likelihood`) and :func:`daps` (DAPS), score
+  access only;
 * baselines :func:`dps_linear_gaussian` (DPS) and :func:`nuts_linear_gaussian` (NUTS
   on the exact posterior);
 * :mod:`~rtk_blackjax.posterior.reference`: exact references (with their Monte
@@ -27,7 +29,8 @@ importable here as ``to_arviz`` and, under its former name, ``posterior_to_arviz
 
 from rtk_blackjax.interop.arviz import to_arviz
 from rtk_blackjax.posterior.base import PosteriorResult
-from rtk_blackjax.posterior.dps import dps_linear_gaussian
+from rtk_blackjax.posterior.daps import daps
+from rtk_blackjax.posterior.dps import dps, dps_linear_gaussian
 from rtk_blackjax.posterior.entry import (
     METHODS,
     PosteriorSamples,
@@ -73,6 +76,8 @@ __all__ = [
     "split_gibbs_linear_gaussian",
     "smc_linear_gaussian",
     "calibrate_grid",
+    "dps",
+    "daps",
     "dps_linear_gaussian",
     "nuts_linear_gaussian",
     "relaxed_gaussian_posterior",
