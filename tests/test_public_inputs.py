@@ -827,6 +827,8 @@ CASES = {
             *_count("prior_nfe", 1),
             ("method", "bogus", V),
             *_count("num_chains", 1),
+            *_count("num_replicas", 1),
+            ("method_options", [1], T),
             ("y", MISSING, V, "model_kwargs"),
         ],
     ),

@@ -18,6 +18,8 @@ import numpy as np
 
 from rtk_blackjax._checks import check_choice, check_fraction, check_int, check_key
 from rtk_blackjax.posterior.base import PosteriorResult
+from rtk_blackjax.posterior.daps import daps
+from rtk_blackjax.posterior.dps import dps
 from rtk_blackjax.posterior.mcgdiff import linear_gaussian_form, mcgdiff
 from rtk_blackjax.posterior.model import inspect_model, model_likelihood
 from rtk_blackjax.posterior.twisted import collapse_warning, tds, twisted_smc
@@ -59,6 +61,17 @@ METHODS = {
         "score",
         "the posterior of the DDPM chain's prior; linear-Gaussian likelihoods only",
         "Monte Carlo guided diffusion (Cardoso et al. 2024)",
+    ),
+    "dps": MethodSpec(
+        "score",
+        "nothing exactly: a guided reverse diffusion (the likelihood at Tweedie's "
+        "estimate); a baseline",
+        "diffusion posterior sampling (Chung et al. 2023)",
+    ),
+    "daps": MethodSpec(
+        "score",
+        "nothing exactly: decoupled noise annealing with Langevin on x0; a baseline",
+        "decoupled annealing posterior sampling (Zhang et al. 2024)",
     ),
     "split-gibbs": MethodSpec(
         "score",
@@ -147,6 +160,7 @@ def sample(
     num_chains: int = 4,
     num_replicas: int = 2,
     check_modes: bool = True,
+    method_options: dict | None = None,
     **model_kwargs,
 ) -> PosteriorSamples:
     """Posterior draws for a NumPyro model with one ``DiffusionPrior`` site.
@@ -180,6 +194,12 @@ def sample(
     check_modes
         Warn when chains or replicas occupy different modes
         (:func:`mode_disagreement`).
+    method_options
+        Keyword arguments for the method's sampler (e.g. ``{"zeta": 0.3}`` for
+        ``"dps"``, ``{"num_inner_steps": 2}`` for ``"smc"``; see
+        :func:`~rtk_blackjax.posterior.twisted_smc`, :func:`~.tds`,
+        :func:`~.mcgdiff`, :func:`~.dps`, :func:`~.daps`,
+        :func:`~.split_gibbs`).
 
     Returns
     -------
@@ -205,6 +225,12 @@ def sample(
     prior_nfe = check_int("prior_nfe", prior_nfe, minimum=1)
     num_chains = check_int("num_chains", num_chains, minimum=1)
     num_replicas = check_int("num_replicas", num_replicas, minimum=1)
+    if method_options is None:
+        method_options = {}
+    if not isinstance(method_options, dict):
+        raise TypeError(
+            f"method_options must be a dict of keyword arguments, got {method_options!r}"
+        )
     k_model, k_run = jax.random.split(rng_key)
     sites = inspect_model(k_model, model, model_args, model_kwargs)
     target, dim = sites.prior.target, sites.prior.dim
@@ -234,6 +260,7 @@ def sample(
                 likelihood,
                 num_particles=per_replica,
                 prior_nfe_budget=prior_nfe,
+                **method_options,
             )
             for key in jax.random.split(k_run, num_replicas)
         ]
@@ -256,6 +283,23 @@ def sample(
                     np.stack(by_replica[sites.prior_name]), unit="replica"
                 )
             )
+    elif method in ("dps", "daps"):
+        _, likelihood = model_likelihood(k_model, model, model_args, model_kwargs)
+        runner = dps if method == "dps" else daps
+        raw = runner(
+            k_run,
+            target,
+            dim,
+            likelihood,
+            num_samples=num_samples,
+            prior_nfe_budget=prior_nfe,
+            **method_options,
+        )
+        samples = {sites.prior_name: raw.samples[:, 0]}
+        samples.update(raw.extras.get("sites", {}))
+        chains = 1
+        diagnostics = {k: v for k, v in raw.extras.items() if k != "sites"}
+        messages = []
     else:
         draws = math.ceil(num_samples / num_chains)
         if method == "split-gibbs":
@@ -268,9 +312,14 @@ def sample(
                 num_chains=num_chains,
                 num_draws=draws,
                 prior_nfe_budget=prior_nfe,
+                **method_options,
                 **model_kwargs,
             )
         else:
+            if method_options:
+                raise ValueError(
+                    f"method_options: method='nuts' takes none, got {method_options}"
+                )
             raw = _nuts(
                 k_run, model, model_args, model_kwargs, sites, num_chains, draws
             )
