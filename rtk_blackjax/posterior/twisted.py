@@ -255,7 +255,7 @@ def twisted_smc(
     step_scale: float = 1.0,
     ess_threshold: float = 0.5,
     horizon: float = 8.0,
-    t_min: float = 0.3,
+    t_min: float = 0.1,
     prior_variance: float | None = None,
     curvature_probes: int = 8,
 ) -> PosteriorResult:

@@ -432,9 +432,9 @@ def test_smc_replicas_in_different_modes_warn(monkeypatch):
     monkeypatch.setattr(entry, "twisted_smc", split_modes)
     model = gaussian_model(rb.targets.gaussian(MEAN, VAR))
     with pytest.warns(rb.posterior.PosteriorWarning, match="replicas occupy"):
-        rb.posterior.sample(KEY, model, num_samples=200, prior_nfe=13, y=Y)
+        rb.posterior.sample(KEY, model, num_samples=200, prior_nfe=31, y=Y)
     with warnings.catch_warnings():
         warnings.simplefilter("error", rb.posterior.PosteriorWarning)
         rb.posterior.sample(
-            KEY, model, num_samples=200, prior_nfe=13, num_replicas=1, y=Y
+            KEY, model, num_samples=200, prior_nfe=31, num_replicas=1, y=Y
         )
