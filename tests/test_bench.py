@@ -224,3 +224,25 @@ def test_mcgdiff_protocol_problems_follow_their_recipe():
     # the default recipe is unchanged (the published tables depend on it)
     same = gmm.make_problem(3, 8, 2)
     np.testing.assert_allclose(np.asarray(same.prior.weights), 1 / 25, rtol=1e-6)
+
+
+def test_posterior_bench_tunes_dps_on_the_held_out_problem():
+    from rtk_blackjax.benchmarks import posterior as bench
+    from rtk_blackjax.posterior.dps import ZETA_GRID
+
+    zeta = bench.tune_dps(8, 1, 20, num_samples=64, access="score")
+    assert zeta in ZETA_GRID
+
+
+def test_posterior_bench_scores_a_method_that_blows_up_as_failed(monkeypatch):
+    from rtk_blackjax.benchmarks import posterior as bench
+
+    def blow_up(*args, **kwargs):
+        raise FloatingPointError("non-finite particles")
+
+    monkeypatch.setattr(bench, "_run_method", blow_up)
+    row = bench.run_posterior_bench(
+        8, 1, "tds", 20, num_problems=2, num_samples=8, prior_access="score"
+    )
+    assert row["mode_tv"] == 1.0 and len(row["failures"]) == 2
+    assert "(2/2 failed)" in bench.format_table([row])

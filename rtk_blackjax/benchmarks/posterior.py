@@ -56,9 +56,10 @@ import numpy as np
 
 from rtk_blackjax._checks import check_choice, check_int
 from rtk_blackjax.metrics import sliced_wasserstein
-from rtk_blackjax.posterior import dps as dps_module
 from rtk_blackjax.posterior import gmm, reference
-from rtk_blackjax.posterior.dps import dps_linear_gaussian
+
+# (rtk_blackjax.posterior.dps is also the name of the function the package exports)
+from rtk_blackjax.posterior.dps import ZETA_GRID, dps, dps_linear_gaussian
 from rtk_blackjax.posterior.nuts import nuts_linear_gaussian
 from rtk_blackjax.posterior.smc import (
     calibrate_grid,
@@ -247,7 +248,7 @@ def _run_method(method, key, problem, nfe, num_samples, zeta, access="logdensity
     if method == "dps":
         # If the tuned ζ blows up on a problem (non-finite samples), fall back to
         # the next smaller ζ of the grid, and say so in the config.
-        smaller = sorted(z for z in dps_module.ZETA_GRID if z < zeta)[::-1]
+        smaller = sorted(z for z in ZETA_GRID if z < zeta)[::-1]
         for z in [zeta, *smaller]:
             try:
                 res = dps_linear_gaussian(
@@ -289,10 +290,10 @@ def _run_method(method, key, problem, nfe, num_samples, zeta, access="logdensity
 def _dps(key, problem, nfe, num_samples, zeta, prior):
     """DPS on a nonlinear problem (its Likelihood form), falling back to smaller
     ``ζ`` when the tuned one blows up, as on the linear problems."""
-    smaller = sorted(z for z in dps_module.ZETA_GRID if z < zeta)[::-1]
+    smaller = sorted(z for z in ZETA_GRID if z < zeta)[::-1]
     for z in [zeta, *smaller]:
         try:
-            return dps_module.dps(
+            return dps(
                 key,
                 prior,
                 int(problem.prior.dim),
@@ -362,7 +363,7 @@ def tune_dps(
     if key not in _ZETA:
         problem = _problem(TUNING_SEED, dim, obs_dim, likelihood, protocol)
         scores = {}
-        for zeta in dps_module.ZETA_GRID:
+        for zeta in ZETA_GRID:
             try:
                 res, _ = _run_method(
                     "dps",
@@ -411,7 +412,9 @@ def run_posterior_bench(
     MCGdiff's "mean ± 1.96 SE"), ``mode_tv``, ``reference_error`` (the nonlinear
     reference's own mode-weight error; 0 for the closed form), ``wall_s`` (mean
     sampling time per problem, compilation included), ``prior_access``,
-    ``likelihood``, ``protocol``, per-problem values and the configuration.
+    ``likelihood``, ``protocol``, per-problem values, ``failures`` (problems where
+    the method produced non-finite values: scored SW = inf, TV = 1) and the
+    configuration.
 
     Examples
     --------
@@ -457,14 +460,26 @@ def run_posterior_bench(
             protocol=protocol,
         )
     sws, sw1s, tvs, ref_errors, nfes, liks, walls = [], [], [], [], [], [], []
+    failures: list = []
     config = {}
     for s in seeds:
         problem = _problem(s, dim, obs_dim, likelihood, protocol)
         start = time.perf_counter()
-        res, config = _run_method(
-            method, jax.random.key(s), problem, nfe, num_samples, zeta, prior_access
-        )
-        jax.block_until_ready(res.samples)
+        try:
+            res, config = _run_method(
+                method, jax.random.key(s), problem, nfe, num_samples, zeta, prior_access
+            )
+            jax.block_until_ready(res.samples)
+        except FloatingPointError as err:
+            # A method that blows up on a problem scores the worst: its row says
+            # how many problems failed and why (the means include them).
+            failures.append({"seed": s, "error": str(err)})
+            walls.append(time.perf_counter() - start)
+            sws.append(math.inf)
+            sw1s.append(math.inf)
+            tvs.append(1.0)
+            ref_errors.append(0.0)
+            continue
         walls.append(time.perf_counter() - start)
         sw, tv, sw1, ref_error = _metrics(
             problem, res.samples, jax.random.key(10_000 + s), num_directions
@@ -479,9 +494,9 @@ def run_posterior_bench(
         "method": method,
         "dim": dim,
         "obs_dim": obs_dim,
-        "nfe": float(np.mean(nfes)),
+        "nfe": float(np.mean(nfes)) if nfes else math.nan,
         "nfe_budget": nfe,
-        "likelihood_evals": float(np.mean(liks)),
+        "likelihood_evals": float(np.mean(liks)) if liks else math.nan,
         "sliced_w": float(np.mean(sws)),
         "mode_tv": float(np.mean(tvs)),
         "wall_s": float(np.mean(walls)),
@@ -500,6 +515,7 @@ def run_posterior_bench(
         "sliced_w_per_problem": [float(v) for v in sws],
         "sliced_w1_per_problem": [float(v) for v in sw1s],
         "mode_tv_per_problem": [float(v) for v in tvs],
+        "failures": failures,
         "config": config,
     }
 
@@ -536,7 +552,9 @@ def format_table(rows: list[dict]) -> str:
             match = [r for r in rows if _setting(r) == setting and r["method"] == m]
             if match:
                 r = match[-1]
-                cells += [_sw_cell(r), f"{r['mode_tv']:.3f}", f"{r['nfe']:.0f}"]
+                failed = len(r.get("failures", []))
+                mark = f" ({failed}/{r['num_problems']} failed)" if failed else ""
+                cells += [_sw_cell(r) + mark, f"{r['mode_tv']:.3f}", f"{r['nfe']:.0f}"]
             else:
                 cells += ["–", "–", "–"]
         lines.append("| " + " | ".join(cells) + " |")
