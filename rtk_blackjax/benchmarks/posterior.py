@@ -24,7 +24,10 @@ Methods, all at the same budget of prior evaluations per returned sample:
 * ``twisted``: :func:`rtk_blackjax.posterior.twisted_smc` (RTK-based, any prior access,
   any likelihood; its defaults, no per-problem tuning), ``tds`` (its TDS peer),
   ``mcgdiff`` (linear-Gaussian only), ``dps`` and ``daps`` (any likelihood): the
-  methods that work from the score alone.
+  methods that work from the score alone; ``twisted-calibrated`` is ``twisted`` on
+  the grid :func:`~rtk_blackjax.posterior.smc.calibrate_grid` fits to the prior
+  (its data-free pilot needs the exact weights: energy access or better; its cost is
+  reported as for ``smc``).
 
 Every row says the prior access it ran with (``--prior-access``: ``logdensity``,
 ``energy`` = log density plus an unknown per-time constant, ``score`` = log density
@@ -90,13 +93,24 @@ __all__ = [
     "main",
 ]
 
-METHODS = ("split-gibbs", "smc", "twisted", "tds", "mcgdiff", "dps", "daps", "nuts")
+METHODS = (
+    "split-gibbs",
+    "smc",
+    "twisted",
+    "twisted-calibrated",
+    "tds",
+    "mcgdiff",
+    "dps",
+    "daps",
+    "nuts",
+)
 #: The least prior access each method needs (ACCESS_LEVELS order: logdensity >
 #: energy > score); every row reports the access it ran with.
 METHOD_ACCESS = {
     "split-gibbs": "score",
     "smc": "energy",
     "twisted": "score",
+    "twisted-calibrated": "energy",
     "tds": "score",
     "mcgdiff": "score",
     "dps": "score",
@@ -108,6 +122,7 @@ METHOD_ACCESS = {
 #: by importance sampling per component; only the Likelihood-based methods).
 LIKELIHOODS = ("linear", "phase", "student_t", "poisson")
 _LINEAR_ONLY = ("split-gibbs", "smc", "mcgdiff", "nuts")
+_TWISTED_T_MIN = 0.1  # twisted_smc's default, for its calibrated grid
 PROTOCOLS = gmm.PROTOCOLS
 NUM_DIRECTIONS = 10_000
 TUNING_SEED = 1000
@@ -193,6 +208,33 @@ def _smc_grid(prior, dim: int, nfe: int):
 def _run_method(method, key, problem, nfe, num_samples, zeta, access="logdensity"):
     prior = _target(problem.prior, access)
     dim = int(problem.prior.dim)
+    if method == "twisted-calibrated":
+        # the same sampler on a grid fitted to the prior by calibrate_grid's
+        # data-free pilot (needs the exact weights: energy access or better)
+        key_grid = (id(prior), nfe, "twisted")
+        if key_grid not in _GRIDS:
+            _GRIDS[key_grid] = calibrate_grid(
+                jax.random.key(_CALIBRATION_SEED),
+                prior,
+                dim,
+                (nfe - 1) // (2 + _SMC_INNER_STEPS),
+                num_inner_steps=_SMC_INNER_STEPS,
+                t_min=_TWISTED_T_MIN,
+            )
+        grid = _GRIDS[key_grid]
+        res = twisted_smc(
+            key,
+            prior,
+            dim,
+            _likelihood(problem),
+            num_particles=num_samples,
+            times=grid.times,
+        )
+        return res, {
+            "ess_min": float(np.min(res.extras["ess"])),
+            "grid": "calibrated",
+            "calibration_prior_nfe_total": grid.prior_nfe,
+        }
     if method in ("twisted", "tds"):
         runner = twisted_smc if method == "twisted" else tds
         res = runner(
