@@ -62,7 +62,9 @@ from rtk_blackjax.metrics import sliced_wasserstein
 from rtk_blackjax.posterior import gmm, reference
 
 # (rtk_blackjax.posterior.dps is also the name of the function the package exports)
+from rtk_blackjax.posterior.daps import daps
 from rtk_blackjax.posterior.dps import ZETA_GRID, dps, dps_linear_gaussian
+from rtk_blackjax.posterior.mcgdiff import mcgdiff
 from rtk_blackjax.posterior.nuts import nuts_linear_gaussian
 from rtk_blackjax.posterior.smc import (
     calibrate_grid,
@@ -235,8 +237,8 @@ def _run_method(method, key, problem, nfe, num_samples, zeta, access="logdensity
             "grid": "calibrated",
             "calibration_prior_nfe_total": grid.prior_nfe,
         }
-    if method in ("twisted", "tds"):
-        runner = twisted_smc if method == "twisted" else tds
+    if method in ("twisted", "tds", "mcgdiff"):
+        runner = {"twisted": twisted_smc, "tds": tds, "mcgdiff": mcgdiff}[method]
         res = runner(
             key,
             prior,
@@ -246,21 +248,7 @@ def _run_method(method, key, problem, nfe, num_samples, zeta, access="logdensity
             prior_nfe_budget=nfe,
         )
         return res, {"ess_min": float(np.min(res.extras["ess"]))}
-    if method == "mcgdiff":
-        from rtk_blackjax.posterior.mcgdiff import mcgdiff
-
-        res = mcgdiff(
-            key,
-            prior,
-            dim,
-            _likelihood(problem),
-            num_particles=num_samples,
-            prior_nfe_budget=nfe,
-        )
-        return res, {}
     if method == "daps":
-        from rtk_blackjax.posterior.daps import daps
-
         res = daps(
             key,
             prior,
