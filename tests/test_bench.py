@@ -246,3 +246,17 @@ def test_posterior_bench_scores_a_method_that_blows_up_as_failed(monkeypatch):
     )
     assert row["mode_tv"] == 1.0 and len(row["failures"]) == 2
     assert "(2/2 failed)" in bench.format_table([row])
+
+
+@pytest.mark.slow
+def test_demo_runs_both_halves(tmp_path, capsys):
+    # README's first command: the prior-sampling table, then the posterior demo
+    prior_png, posterior_png = tmp_path / "d.png", tmp_path / "p.png"
+    code = main(
+        ["demo", "--num-samples", "200", "--nfe", "25", "--out", str(prior_png)]
+        + ["--posterior-samples", "64", "--posterior-out", str(posterior_png)]
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and prior_png.exists() and posterior_png.exists()
+    for method in ("smc", "tds", "split-gibbs"):
+        assert f"method={method!r}" in out

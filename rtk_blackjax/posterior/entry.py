@@ -114,7 +114,8 @@ class PosteriorSamples(NamedTuple):
     warnings
         The messages of every :class:`PosteriorWarning` raised.
     raw
-        The underlying :class:`~rtk_blackjax.posterior.PosteriorResult`.
+        The underlying :class:`~rtk_blackjax.posterior.PosteriorResult` (SMC
+        methods: the first replica's).
     """
 
     samples: dict
@@ -184,9 +185,8 @@ def sample(
         Chains of the MCMC methods (``"split-gibbs"``, ``"nuts"``).
     num_replicas
         Independent particle systems of the SMC methods (``"smc"``, ``"tds"``,
-        ``"mcgdiff"``),
-        ``ceil(num_samples / num_replicas)`` particles each, pooled with equal
-        weights (each is consistent, so the pool is) and cut to ``num_samples``.
+        ``"mcgdiff"``), ``ceil(num_samples / num_replicas)`` particles each, pooled
+        with equal weights (each is consistent, so the pool is).
         Same cost as one system of ``num_samples`` particles; what it buys is a
         check a single system cannot make on itself: replicas that settle on
         different mode weights are reported like disagreeing chains. 1: one
