@@ -1091,8 +1091,9 @@ def component_tv(prior: GaussianMixture, reference: Any, x: ArrayLike) -> float:
     >>> component_tv(problem.prior, exact, x) < 0.03
     True
     """
+    prior = _check_prior(prior)
     weights = np.asarray(getattr(reference, "component_weights", None), np.float64)
-    if weights.ndim != 1 or weights.shape[0] != _check_prior(prior).num_components:
+    if weights.ndim != 1 or weights.shape[0] != prior.num_components:
         raise TypeError(
             "reference must be a ReferencePosterior of this prior (component_weights "
             f"of shape ({prior.num_components},))"
