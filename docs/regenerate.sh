@@ -23,3 +23,25 @@ $PY -c "
 from rtk_blackjax.benchmarks import sampling
 print(sampling.tune(dim=100, methods=sampling.RTK_METHODS, t_mins=(1e-3, 3e-4, 1e-4), log=lambda m: None)[0])
 " > docs/data/tune_rtk_d100.md
+# The posterior tables of docs/benchmarks.md (hours on 2 CPU cores): POSTERIORS=1
+if [ "${POSTERIORS:-0}" = 1 ]; then
+    BP="$PY -m rtk_blackjax bench-posterior --sweep --num-samples 2000"
+    $BP --dims 8 --obs-dims 1,2,4 --num-problems 3 --prior-access score \
+        --methods twisted,mcgdiff,tds,dps,daps --out docs/data/posterior_score_d8
+    $BP --dims 80 --obs-dims 1,2,4 --num-problems 2 --prior-access score \
+        --methods twisted,mcgdiff,tds,dps --out docs/data/posterior_score_d80
+    $BP --dims 8 --obs-dims 1,2,4 --num-problems 3 --prior-access energy \
+        --methods twisted --out docs/data/posterior_energy_d8
+    $BP --dims 8 --obs-dims 1,2 --num-problems 5 --prior-access score \
+        --protocol mcgdiff --methods twisted,mcgdiff --out docs/data/posterior_mcgdiff_d8
+    $BP --dims 8 --obs-dims 4,8 --num-problems 2 --prior-access score \
+        --likelihood phase --methods twisted,tds,dps,daps --out docs/data/posterior_phase_d8
+    $PY benchmarks/ring_posterior.py --methods smc,tds --seeds 3
+    $PY benchmarks/ring_posterior.py --access learned-energy --methods smc --seeds 3
+    $PY benchmarks/sigma_posterior.py --methods smc --seeds 3
+    $PY -c "
+from rtk_blackjax.benchmarks import ring
+rows = [ring.run(m, 'score', 0, 1000, 100, keep_samples=True) for m in ('smc', 'tds', 'split-gibbs')]
+ring.plot_ring(rows, 'docs/posterior_demo.png')
+"
+fi
