@@ -176,6 +176,7 @@ def normal_model(y=None):
 
 
 _PRIOR = rb.DiffusionPrior(TARGET, nfe=25)
+_AFFINE = rb.adapters.gaussian_reference(np.zeros(2), 1.0)
 
 
 def prior_model(y=None):
@@ -484,6 +485,7 @@ CASES = {
             *_count("pilot_particles", 2),
             ("reference", "ref", T),
             ("init_strategy", 1, T),
+            ("standardise", "yes", T),
         ],
     ),
     "RTKKernel.init via MCMC.run": Case(
@@ -531,6 +533,7 @@ CASES = {
             *_count("num_samples", 1),
             *_count("num_pilot_rounds", 0),
             *_count("pilot_particles", 2),
+            ("standardise", "yes", T),
         ],
     ),
     "rtk_blackjax.adapters.adapt_reference": Case(
@@ -540,7 +543,59 @@ CASES = {
             *_count("num_rounds", 1),
             *_count("num_particles", 2),
             ("logdensity_fn", 1, T),
+            ("standardise", "yes", T),
+            *_positive("tolerance"),
         ],
+    ),
+    "rtk_blackjax.adapters.sample_logdensity": Case(
+        dict(rng_key=KEY, logdensity_fn=logdensity_fn, dim=2, num_samples=4),
+        [
+            *_key(),
+            ("logdensity_fn", 1, T),
+            *_count("dim", 1),
+            *_count("num_samples", 1),
+            *_count("num_pilot_rounds", 0),
+            *_count("pilot_particles", 2),
+            ("standardise", "yes", T),
+            ("initial_position", np.zeros((2, 2)), V),
+            ("times", NOT_INCREASING, V),
+        ],
+    ),
+    "rtk_blackjax.mcmc.logdensity.model_schedule": Case(
+        dict(),
+        [
+            ("times", NOT_INCREASING, V),
+            ("num_importance", [1, 2], V, "num_importance"),
+            ("num_inner_steps", -1, V),
+        ],
+    ),
+    "rtk_blackjax.mcmc.logdensity.initial_step_factor": Case(
+        dict(dim=2), _count("dim", 1)
+    ),
+    "rtk_blackjax.mcmc.logdensity.shrunk_covariance": Case(
+        dict(samples=SAMPLES),
+        [
+            ("samples", SAMPLES[0], V),
+            ("samples", SAMPLES[:1], V),
+            ("samples", np.full((3, 2), np.nan), V),
+            ("samples", "abc", T),
+        ],
+    ),
+    "rtk_blackjax.mcmc.logdensity.spread_mismatch": Case(
+        dict(z_samples=SAMPLES),
+        [("z_samples", SAMPLES[0], V), ("z_samples", np.full((3, 2), np.inf), V)],
+    ),
+    "rtk_blackjax.mcmc.logdensity.standardise": Case(
+        dict(affine=_AFFINE, x=SAMPLES),
+        [("affine", (0.0, 1.0), T), ("x", np.zeros((4, 3)), V)],
+    ),
+    "rtk_blackjax.mcmc.logdensity.unstandardise": Case(
+        dict(affine=_AFFINE, z=SAMPLES),
+        [("affine", "affine", T), ("z", np.zeros(3), V)],
+    ),
+    "rtk_blackjax.mcmc.logdensity.standardised_logdensity": Case(
+        dict(logdensity_fn=logdensity_fn, affine=_AFFINE),
+        [("logdensity_fn", 1, T), ("affine", None, T)],
     ),
     "rtk_blackjax.adapters.gaussian_reference": Case(
         dict(mean=jnp.zeros(2), covariance=1.0),

@@ -1,7 +1,8 @@
 """Adapters: where targets come from outside this package.
 
 * :func:`model_density`: a NumPyro model as a flat unconstrained log density;
-* :func:`rtk_logdensity` / :func:`sample_model` (and the Gaussian reference:
+* :func:`rtk_logdensity` / :func:`sample_logdensity` / :func:`sample_model` (and
+  the Gaussian reference:
   :func:`adapt_reference`, :func:`gaussian_reference`, :func:`fit_reference`):
   RTK for targets known only by their log density at ``t = 0``, re-exported from
   the outer kernel in :mod:`rtk_blackjax.mcmc.logdensity`;
@@ -27,10 +28,12 @@ from rtk_blackjax.adapters.numpyro_kernel import RTKKernel
 from rtk_blackjax.adapters.numpyro_model import ModelDensity, model_density
 from rtk_blackjax.mcmc.logdensity import (
     GaussianReference,
+    ScaleWarning,
     adapt_reference,
     fit_reference,
     gaussian_reference,
     rtk_logdensity,
+    sample_logdensity,
     sample_model,
 )
 
@@ -39,6 +42,8 @@ __all__ = [
     "model_density",
     "rtk_logdensity",
     "sample_model",
+    "sample_logdensity",
+    "ScaleWarning",
     "adapt_reference",
     "GaussianReference",
     "gaussian_reference",

@@ -31,13 +31,19 @@ from jax.flatten_util import ravel_pytree
 from numpyro.infer.mcmc import MCMCKernel
 from numpyro.util import is_prng_key
 
-from rtk_blackjax._checks import check_callable, check_int, check_key
+from rtk_blackjax._checks import check_bool, check_callable, check_int, check_key
 from rtk_blackjax.adapters.numpyro_model import ModelDensity, model_density
 from rtk_blackjax.mcmc.logdensity import (
+    REFERENCE_INFLATION,
     GaussianReference,
+    _warn_unconverged_pilot,
     adapt_reference,
     as_top_level_api,
-    default_schedule,
+    gaussian_reference,
+    initial_step_factor,
+    model_schedule,
+    standardised_logdensity,
+    unstandardise,
 )
 from rtk_blackjax.run.loop import run_segments
 from rtk_blackjax.types import Array, PRNGKey
@@ -92,18 +98,27 @@ class RTKKernel(MCMCKernel):
     model
         A NumPyro model with continuous latent sites.
     times
-        Reverse-time grid (default :func:`~rtk_blackjax.mcmc.logdensity.default_schedule`).
+        Reverse-time grid (default
+        :func:`~rtk_blackjax.mcmc.logdensity.model_schedule`'s, 16 segments).
     num_importance, num_inner_steps
         i-SIR candidates and MALA steps per segment (see
-        :func:`~rtk_blackjax.mcmc.logdensity.rtk_logdensity`).
+        :func:`~rtk_blackjax.mcmc.logdensity.rtk_logdensity`; defaults
+        :func:`~rtk_blackjax.mcmc.logdensity.model_schedule`'s, 32 and 16).
     num_pilot_rounds, pilot_particles
-        Pilot runs that fit the Gaussian reference in :meth:`init` (0 rounds:
-        no reference unless ``reference`` is given).
+        Most pilot runs that fit the Gaussian reference in :meth:`init` (0
+        rounds: no reference unless ``reference`` is given); with
+        ``standardise`` they stop once the fitted scale stops changing, and a
+        :class:`~rtk_blackjax.mcmc.logdensity.ScaleWarning` says when it had not.
     reference
         A :class:`~rtk_blackjax.mcmc.logdensity.GaussianReference` to start
         from (skips nothing: pilot rounds refine it).
     init_strategy
         NumPyro init strategy for the starting point of the pilot.
+    standardise
+        Run the pilot rounds after the first and every draw in the unit
+        coordinates of the pilot's Gaussian fit (see
+        :func:`~rtk_blackjax.mcmc.logdensity.sample_model`); the fit is kept in
+        ``RTKKernel.standardisation``.
 
     Examples
     --------
@@ -131,10 +146,11 @@ class RTKKernel(MCMCKernel):
         times: Array | None = None,
         num_importance: int | Sequence[int] | None = None,
         num_inner_steps: int | Sequence[int] | None = None,
-        num_pilot_rounds: int = 3,
+        num_pilot_rounds: int = 8,
         pilot_particles: int = 200,
         reference: GaussianReference | None = None,
         init_strategy: Callable | None = None,
+        standardise: bool = True,
     ):
         check_callable("model", model, what="a NumPyro model (a callable)")
         num_pilot_rounds = check_int("num_pilot_rounds", num_pilot_rounds, minimum=0)
@@ -157,6 +173,8 @@ class RTKKernel(MCMCKernel):
         self._pilot_particles = pilot_particles
         self._init_reference = reference
         self._init_strategy = init_strategy
+        self._standardise = check_bool("standardise", standardise)
+        self.standardisation: GaussianReference | None = None
         self.reference: GaussianReference | None = reference
         self.pilot_evaluations = 0
         self.model_density: ModelDensity | None = None
@@ -177,26 +195,32 @@ class RTKKernel(MCMCKernel):
     # ----------------------------------------------------------------------
 
     def _algorithm_kwargs(self) -> dict:
-        times = self._times
-        if times is None:
-            times, m, n = default_schedule()
-        else:
-            _, m, n = default_schedule(int(jnp.shape(times)[0]) - 1)
-        return dict(
-            times=times,
-            num_importance=m if self._num_importance is None else self._num_importance,
-            num_inner_steps=(
-                n if self._num_inner_steps is None else self._num_inner_steps
-            ),
+        kwargs = model_schedule(
+            self._times, self._num_importance, self._num_inner_steps
         )
+        kwargs["step_size"] = initial_step_factor(self.model_density.dim)
+        return kwargs
 
     def _build_draw(self, md: ModelDensity, reference: GaussianReference | None):
-        algorithm = as_top_level_api(
-            md.logdensity_fn,
-            reference=reference,
-            initial_position=md.initial_position if reference is None else None,
-            **self._algorithm_kwargs(),
-        )
+        affine = self.standardisation
+        if affine is None:
+            algorithm = as_top_level_api(
+                md.logdensity_fn,
+                reference=reference,
+                initial_position=md.initial_position if reference is None else None,
+                **self._algorithm_kwargs(),
+            )
+            to_target = lambda z: z  # noqa: E731
+        else:
+            # In the pilot fit's unit coordinates (see sample_model).
+            algorithm = as_top_level_api(
+                standardised_logdensity(md.logdensity_fn, affine),
+                reference=gaussian_reference(
+                    jnp.zeros(md.dim), 1.0, REFERENCE_INFLATION
+                ),
+                **self._algorithm_kwargs(),
+            )
+            to_target = lambda z: unstandardise(affine, z)  # noqa: E731
         num_segments = algorithm.num_segments
         dim = md.dim
 
@@ -212,7 +236,8 @@ class RTKKernel(MCMCKernel):
                 num_segments,
                 transform=lambda state, info: (info.acceptance_rate, info.is_finite),
             )
-            return state.position, state.num_evaluations, jnp.nanmean(acc), finite
+            position = to_target(state.position)
+            return position, state.num_evaluations, jnp.nanmean(acc), finite
 
         return draw
 
@@ -236,9 +261,15 @@ class RTKKernel(MCMCKernel):
                 num_particles=self._pilot_particles,
                 initial_position=md.initial_position,
                 reference=reference,
+                inflation=REFERENCE_INFLATION,
+                standardise=self._standardise,
                 **self._algorithm_kwargs(),
             )
             reference, self.pilot_evaluations = pilot.reference, pilot.num_evaluations
+            self.standardisation = pilot.standardisation
+            _warn_unconverged_pilot(pilot, "num_pilot_rounds")
+        else:
+            self.standardisation = None
         self.reference = reference
         self._draw_fn = self._build_draw(md, reference)
 

@@ -59,6 +59,7 @@ and the augmented joint, and the i-SIR/MALA schedule, are documented with number
 in ``docs/numpyro.md``.
 """
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -102,8 +103,21 @@ __all__ = [
     "fit_reference",
     "PilotResult",
     "adapt_reference",
+    "SCALE_TOLERANCE",
+    "ScaleWarning",
+    "shrunk_covariance",
+    "standardise",
+    "unstandardise",
+    "standardised_logdensity",
+    "spread_mismatch",
+    "MODEL_NUM_IMPORTANCE",
+    "MODEL_NUM_INNER_STEPS",
+    "model_schedule",
+    "initial_step_factor",
     "ModelSamples",
     "sample_model",
+    "LogDensitySamples",
+    "sample_logdensity",
 ]
 
 # MALA's optimal acceptance is the adaptation target.
@@ -279,6 +293,190 @@ def fit_reference(samples: ArrayLike, inflation: float = 1.5) -> GaussianReferen
     return gaussian_reference(mean, cov + ridge * jnp.eye(cov.shape[0]), inflation)
 
 
+# A pilot round has converged when the draws' covariance, in the coordinates
+# standardised by the previous round's fit, has no eigenvalue beyond this factor of
+# 1 (either way) after Ledoit-Wolf shrinkage, widened by the Marchenko-Pastur
+# edge (1 + sqrt(dim / n))^2 of the draws' own sampling noise.
+SCALE_TOLERANCE = 2.0
+# The i-SIR reference is the pilot's Gaussian fit with its sds times this: wider
+# than the fit keeps the importance weights bounded where the target's tails are
+# heavier than a Gaussian's.
+REFERENCE_INFLATION = 1.5
+
+
+class ScaleWarning(UserWarning):
+    """The pilot's standardisation of a log-density target is not (yet) right.
+
+    Raised when the pilot rounds stop before the fitted scale stops changing, or
+    when the final draws' spread differs from the fitted one: the draws then
+    under- or over-estimate the target's spread.
+    """
+
+
+def _check_draws(name: str, samples: Any) -> Array:
+    """``samples`` as a finite real ``(n >= 2, dim)`` array, or a clear error."""
+    try:
+        x = jnp.asarray(samples)
+    except TypeError as err:
+        raise TypeError(
+            f"{name} must be an (n, dim) array, got {type(samples)}"
+        ) from err
+    if not jnp.issubdtype(x.dtype, jnp.floating) and not jnp.issubdtype(
+        x.dtype, jnp.integer
+    ):
+        raise TypeError(f"{name} must be a real (n, dim) array, got dtype {x.dtype}")
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise ValueError(f"{name} must have shape (n >= 2, dim), got shape {x.shape}")
+    if not bool(jnp.all(jnp.isfinite(x))):
+        raise ValueError(f"{name} must be finite, got NaN or inf")
+    return x.astype(jnp.result_type(float))
+
+
+def _check_affine(affine: Any) -> GaussianReference:
+    if not isinstance(affine, GaussianReference):
+        raise TypeError(
+            "affine must be a GaussianReference (e.g. PilotResult.standardisation), "
+            f"got {type(affine).__name__}"
+        )
+    return affine
+
+
+def _check_points(name: str, x: Any, affine: GaussianReference) -> Array:
+    x = jnp.asarray(x)
+    dim = affine.mean.shape[0]
+    if x.ndim == 0 or x.shape[-1] != dim:
+        raise ValueError(
+            f"{name} must have last axis of size {dim} (the affine map's), got "
+            f"shape {x.shape}"
+        )
+    return x
+
+
+def shrunk_covariance(samples: ArrayLike) -> Array:
+    """Ledoit-Wolf covariance of ``samples`` ``(n, dim)``, shrunk towards ``m I``.
+
+    ``m`` is the mean sample variance. Shrinkage keeps the estimate's smallest
+    eigenvalues away from 0 when ``n`` is not much larger than ``dim``: the
+    pilot standardises by this estimate, and an underestimated direction would
+    come back as a spurious ``1 / λ`` in the next round.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> x = jax.random.normal(jax.random.key(0), (50, 40))
+    >>> ev = jnp.linalg.eigvalsh(shrunk_covariance(x))
+    >>> bool(ev.min() > 0.5), bool(ev.max() < 1.5)
+    (True, True)
+    """
+    x = _check_draws("samples", samples)
+    n, dim = x.shape
+    xc = x - x.mean(0)
+    cov = xc.T @ xc / n
+    mu = jnp.trace(cov) / dim
+    d2 = jnp.sum((cov - mu * jnp.eye(dim)) ** 2)
+    norms2 = jnp.sum(xc**2, axis=1)
+    b2 = (
+        jnp.sum(norms2**2) - 2.0 * jnp.sum((xc @ cov) * xc) + n * jnp.sum(cov**2)
+    ) / n**2
+    rho = jnp.where(d2 > 0, jnp.clip(b2 / jnp.maximum(d2, 1e-300), 0.0, 1.0), 1.0)
+    return rho * mu * jnp.eye(dim) + (1.0 - rho) * cov
+
+
+def standardise(affine: GaussianReference, x: ArrayLike) -> Array:
+    """``z = diag(λ)^{-1/2} B^T (x - m)``: ``x`` in ``affine``'s unit coordinates."""
+    x = _check_points("x", x, _check_affine(affine))
+    return ((x - affine.mean) @ affine.basis) / jnp.sqrt(affine.variances)
+
+
+def unstandardise(affine: GaussianReference, z: ArrayLike) -> Array:
+    """``x = m + B diag(λ)^{1/2} z``, the inverse of :func:`standardise`.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> aff = gaussian_reference(jnp.array([1.0, -1.0]), jnp.array([4.0, 0.25]))
+    >>> z = standardise(aff, jnp.array([3.0, -0.5]))
+    >>> [round(float(v), 3) for v in z], [round(float(v), 3) for v in unstandardise(aff, z)]
+    ([1.0, 1.0], [3.0, -0.5])
+    """
+    z = _check_points("z", z, _check_affine(affine))
+    return affine.mean + (z * jnp.sqrt(affine.variances)) @ affine.basis.T
+
+
+def standardised_logdensity(
+    logdensity_fn: Callable[[Array], Array], affine: GaussianReference
+) -> Callable[[Array], Array]:
+    """``z -> log p_0(unstandardise(affine, z))``, the target in unit coordinates.
+
+    The Jacobian of the affine map is a constant and is dropped. Running the
+    diffusion on this density instead of ``logdensity_fn`` is what makes the
+    ``N(0, I)`` start at the horizon right whatever the target's scale.
+    """
+    check_callable("logdensity_fn", logdensity_fn, "x -> log density")
+    _check_affine(affine)
+
+    def logdensity_z(z):
+        return logdensity_fn(unstandardise(affine, z))
+
+    return logdensity_z
+
+
+def spread_mismatch(z_samples: ArrayLike) -> float:
+    """How far the spread of standardised draws is from the unit one.
+
+    ``λ_max`` and ``1 / λ_min`` of the sample covariance of ``z_samples``
+    (``(n, dim)``), each divided by the Marchenko-Pastur edge that sampling noise
+    alone reaches (``(1 ± sqrt(dim / n))^2``): at most about 1 for draws of the
+    standardised target, the variance factor by which some direction is off
+    otherwise.
+
+    Examples
+    --------
+    >>> import jax
+    >>> z = jax.random.normal(jax.random.key(0), (400, 10))
+    >>> round(spread_mismatch(z), 1) <= 1.0, spread_mismatch(5.0 * z) > 10
+    (True, True)
+    """
+    z = np.asarray(_check_draws("z_samples", z_samples), dtype=np.float64)
+    n, dim = z.shape
+    # The plain sample covariance: the edges below are its noise's, and shrinkage
+    # would hide a real but modest change of spread when n is near dim.
+    ev = np.linalg.eigvalsh(np.atleast_2d(np.cov(z, rowvar=False, bias=True)))
+    # Below n = dim the smallest sample eigenvalue is 0 whatever the truth (low
+    # edge 0): only the too-wide side can be read.
+    low, high = _noise_band(n, dim)
+    too_wide = float(ev.max()) / high
+    too_narrow = low / max(float(ev.min()), 1e-300)
+    return float(max(too_wide, too_narrow))
+
+
+def _noise_band(num_samples: int, dim: int) -> tuple[float, float]:
+    """Marchenko-Pastur edges of a unit covariance's sample eigenvalues."""
+    ratio = dim / num_samples
+    low = (1.0 - np.sqrt(ratio)) ** 2 if ratio < 1 else 0.0
+    return low, (1.0 + np.sqrt(ratio)) ** 2
+
+
+def _refit(affine: GaussianReference, z_samples: Array) -> GaussianReference:
+    """``affine`` composed with the Gaussian fit of its standardised draws.
+
+    Eigenvalues of the draws' covariance inside the noise band of a unit
+    covariance are read as 1 (no change): refitting them would feed the sample
+    noise back (a direction underestimated by chance comes back ``1 / λ`` times
+    too wide next round), while the directions outside it, those whose scale
+    the previous fit had wrong, are refitted in full.
+    """
+    n, dim = z_samples.shape
+    low, high = _noise_band(n, dim)
+    zc = z_samples - z_samples.mean(0)
+    values, vectors = jnp.linalg.eigh(zc.T @ zc / n)
+    values = jnp.where((values >= low) & (values <= high), 1.0, values)
+    lift = affine.basis * jnp.sqrt(affine.variances)  # x = m + lift @ z
+    root = lift @ (vectors * jnp.sqrt(jnp.maximum(values, 1e-12)))
+    mean = affine.mean + lift @ z_samples.mean(0)
+    return gaussian_reference(mean, root @ root.T)
+
+
 def _schedule(value, num_segments: int, name: str) -> np.ndarray:
     try:
         arr = np.asarray(value)
@@ -325,6 +523,68 @@ def default_schedule(
     m[-1] = 0
     n = np.full(num_segments, num_inner_steps, np.int32)
     return times, m, n
+
+
+# sample_model's and RTKKernel's schedule when the caller gives none: on a
+# standardised target, inner steps (which move every particle a bounded distance
+# and are what grows an underestimated scale) do more per evaluation than
+# i-SIR candidates; 32 candidates still jump between modes (measured in
+# docs/numpyro.md).
+MODEL_NUM_IMPORTANCE = 32
+MODEL_NUM_INNER_STEPS = 16
+
+
+def initial_step_factor(dim: int) -> float:
+    """The MALA step-size factor :func:`sample_model` starts segment 0 with.
+
+    ``rtk_logdensity``'s default 0.2 (the factor is adapted between segments),
+    scaled like MALA's optimal step, ``dim^(-1/3)`` (Roberts & Rosenthal 1998),
+    from ``dim = 10`` on: segment 0 runs before any adaptation, and with 0.2
+    its acceptance fell to 0.03 at ``dim = 50`` on a standard Gaussian.
+
+    Examples
+    --------
+    >>> initial_step_factor(2), round(initial_step_factor(80), 3)
+    (0.2, 0.1)
+    """
+    dim = check_int("dim", dim, minimum=1)
+    return 0.2 * min(1.0, (10.0 / dim) ** (1.0 / 3.0))
+
+
+def model_schedule(
+    times: ArrayLike | None = None,
+    num_importance: int | Sequence[int] | None = None,
+    num_inner_steps: int | Sequence[int] | None = None,
+) -> dict:
+    """The grid and schedule of :func:`sample_model` / ``RTKKernel``.
+
+    :func:`default_schedule`'s grid and last-segment rule with
+    :data:`MODEL_NUM_IMPORTANCE` candidates and :data:`MODEL_NUM_INNER_STEPS`
+    MALA steps, each replaced where the caller gives one.
+
+    Examples
+    --------
+    >>> kw = model_schedule()
+    >>> len(kw["times"]), kw["num_importance"][:2].tolist(), kw["num_inner_steps"][0]
+    (17, [32, 32], np.int32(16))
+    """
+    if times is not None:
+        times = validate_grid(times)
+    num_segments = 16 if times is None else int(times.shape[0]) - 1
+    if num_importance is not None:
+        num_importance = _schedule(num_importance, num_segments, "num_importance")
+    if num_inner_steps is not None:
+        num_inner_steps = _schedule(num_inner_steps, num_segments, "num_inner_steps")
+    grid, m, n = default_schedule(
+        num_segments,
+        num_importance=MODEL_NUM_IMPORTANCE,
+        num_inner_steps=MODEL_NUM_INNER_STEPS,
+    )
+    return dict(
+        times=grid if times is None else times,
+        num_importance=m if num_importance is None else num_importance,
+        num_inner_steps=n if num_inner_steps is None else num_inner_steps,
+    )
 
 
 def init(
@@ -687,16 +947,64 @@ class PilotResult(NamedTuple):
     """Output of :func:`adapt_reference`.
 
     reference
-        The Gaussian reference fitted on the last pilot round.
+        The Gaussian reference fitted on the last pilot round (inflated): the
+        i-SIR reference for a run in the target's own coordinates.
     num_evaluations
         Total log-density/gradient evaluations of all pilot rounds (all particles).
     samples
-        The last round's samples ``(num_particles, dim)``.
+        The last round's samples ``(num_particles, dim)`` (target coordinates).
+    standardisation
+        With ``standardise=True``: the fitted affine map (a Gaussian fit, not
+        inflated) that :func:`standardised_logdensity` uses to put the target in
+        unit coordinates; ``None`` otherwise.
+    mismatch
+        :func:`spread_mismatch` of each standardised round's draws, in order: how
+        much the spread still changed (1 or less: it did not).
+    converged
+        Whether the last standardised round's mismatch was within ``tolerance``
+        (``None`` when no standardised round ran).
     """
 
     reference: GaussianReference
     num_evaluations: int
     samples: Array
+    standardisation: GaussianReference | None = None
+    mismatch: tuple = ()
+    converged: bool | None = None
+
+
+def _pilot_round(
+    rng_key: PRNGKey,
+    logdensity_fn: Callable[[Array], Array],
+    dim: int,
+    num_particles: int,
+    round_index: int,
+    **algorithm_kwargs,
+) -> tuple[Array, int]:
+    """One pilot run: its finite draws and its total evaluations."""
+    from rtk_blackjax.run import sample
+    from rtk_blackjax.run.policy import low_acceptance_hint
+
+    algorithm = as_top_level_api(logdensity_fn, **algorithm_kwargs)
+    # A pilot round is not the user's run: its first rounds, before the
+    # reference fits, may accept little, and that is what the rounds are for.
+    with low_acceptance_hint(None):
+        result = sample(
+            rng_key,
+            algorithm,
+            num_particles,
+            dim=dim,
+            on_nonfinite="mask",
+            return_info=False,
+        )
+    finite = np.asarray(result.finite)
+    if finite.sum() < 2:
+        raise FloatingPointError(
+            f"pilot round {round_index}: {int((~finite).sum())} of {num_particles} "
+            "particles went non-finite; check logdensity_fn (and its gradient)"
+        )
+    draws = jnp.asarray(np.asarray(result.samples)[finite])
+    return draws, int(result.num_evaluations) * num_particles
 
 
 def adapt_reference(
@@ -706,10 +1014,12 @@ def adapt_reference(
     *,
     num_rounds: int = 3,
     num_particles: int = 200,
-    inflation: float = 1.5,
+    inflation: float = REFERENCE_INFLATION,
     initial_position: ArrayLike | None = None,
     reference: GaussianReference | None = None,
     init_spread: float = 2.0,
+    standardise: bool = False,
+    tolerance: float = SCALE_TOLERANCE,
     **algorithm_kwargs,
 ) -> PilotResult:
     """Fit the i-SIR reference by a few small pilot runs, each refitting the last.
@@ -721,6 +1031,16 @@ def adapt_reference(
     round gets wrong are corrected by the next ones, as soon as every mode has
     been visited once: the fitted covariance then spans them all.
 
+    With ``standardise=True`` every round after the first runs on the target
+    *standardised* by the previous round's fit (:func:`standardised_logdensity`),
+    so that the diffusion's ``N(0, I)`` start matches the target's scale, and the
+    rounds stop as soon as the draws' spread stops changing
+    (:func:`spread_mismatch` at most ``tolerance``): ``num_rounds`` is then the
+    most rounds run. Each round can grow a badly underestimated scale only by a
+    few times (the inner chains travel a bounded distance per run), so a target
+    whose scale is off by orders of magnitude needs several rounds; if the last
+    one still changed, ``converged`` is False.
+
     Examples
     --------
     >>> import jax, jax.numpy as jnp
@@ -730,44 +1050,114 @@ def adapt_reference(
     ...                         num_importance=8, num_inner_steps=1)
     >>> pilot.reference.variances.shape, pilot.num_evaluations > 0
     ((2,), True)
-    """
-    from rtk_blackjax.run import sample
-    from rtk_blackjax.run.policy import low_acceptance_hint
 
+    Standardised rounds find a scale 30 times the diffusion's:
+
+    >>> wide = lambda x: -0.5 * jnp.sum(x**2) / 900.0
+    >>> pilot = adapt_reference(jax.random.key(0), wide, 2, num_rounds=6,
+    ...                         standardise=True, times=jnp.array([3.0, 0.5, 0.0]),
+    ...                         num_importance=8, num_inner_steps=4)
+    >>> pilot.converged, bool(jnp.all(pilot.standardisation.variances > 400))
+    (True, True)
+    """
     rng_key = check_key("rng_key", rng_key)
     num_rounds = check_int("num_rounds", num_rounds, minimum=1)
     num_particles = check_int("num_particles", num_particles, minimum=2)
+    standardise = check_bool("standardise", standardise)
+    tolerance = check_positive("tolerance", tolerance)
     total = 0
-    samples = None
+    samples = affine = None
+    mismatch: list[float] = []
     for r in range(num_rounds):
-        algorithm = as_top_level_api(
-            logdensity_fn,
-            reference=reference,
-            initial_position=initial_position if reference is None else None,
-            init_spread=init_spread if r == 0 else 0.0,
-            **algorithm_kwargs,
-        )
-        # A pilot round is not the user's run: its first rounds, before the
-        # reference fits, may accept little, and that is what the rounds are for.
-        with low_acceptance_hint(None):
-            result = sample(
-                jax.random.fold_in(rng_key, r),
-                algorithm,
+        key = jax.random.fold_in(rng_key, r)
+        if affine is None:
+            samples, evaluations = _pilot_round(
+                key,
+                logdensity_fn,
+                dim,
                 num_particles,
-                dim=dim,
-                on_nonfinite="mask",
-                return_info=False,
+                r,
+                reference=reference,
+                initial_position=initial_position if reference is None else None,
+                init_spread=init_spread if r == 0 else 0.0,
+                **algorithm_kwargs,
             )
-        total += int(result.num_evaluations) * num_particles
-        finite = np.asarray(result.finite)
-        if finite.sum() < 2:
-            raise FloatingPointError(
-                f"pilot round {r}: {int((~finite).sum())} of {num_particles} "
-                "particles went non-finite; check logdensity_fn (and its gradient)"
+        else:
+            # In unit coordinates: the reference is N(0, inflation^2 I), the
+            # start its mean, the fitted location.
+            z, evaluations = _pilot_round(
+                key,
+                standardised_logdensity(logdensity_fn, affine),
+                dim,
+                num_particles,
+                r,
+                reference=gaussian_reference(jnp.zeros(dim), 1.0, inflation),
+                **algorithm_kwargs,
             )
-        samples = jnp.asarray(np.asarray(result.samples)[finite])
+            samples = unstandardise(affine, z)
+            mismatch.append(spread_mismatch(z))
+            if mismatch[-1] > tolerance:
+                # A round whose draws agree with its map keeps it: refitting
+                # would only swap the map for one with this round's noise.
+                affine = _refit(affine, z)
+        total += evaluations
         reference = fit_reference(samples, inflation)
-    return PilotResult(reference, total, samples)
+        if standardise and affine is None:
+            affine = gaussian_reference(samples.mean(0), shrunk_covariance(samples))
+        if mismatch and mismatch[-1] <= tolerance:
+            break
+    converged = bool(mismatch[-1] <= tolerance) if mismatch else None
+    if standardise:
+        # The reference of a run in target coordinates, consistent with the map.
+        reference = GaussianReference(
+            affine.mean, affine.basis, affine.variances * inflation**2
+        )
+    return PilotResult(reference, total, samples, affine, tuple(mismatch), converged)
+
+
+def _warn_unconverged_pilot(pilot: PilotResult, num_rounds_name: str) -> None:
+    """Warn (:class:`ScaleWarning`) when the pilot's spread was still changing."""
+    from rtk_blackjax.run.policy import caller_stacklevel
+
+    if pilot.converged is False:
+        warnings.warn(
+            f"the pilot's {len(pilot.mismatch) + 1} rounds did not settle the "
+            "target's scale: its last round's draws were still off the fitted "
+            f"spread by a variance factor of {pilot.mismatch[-1]:.3g} (tolerance "
+            f"{SCALE_TOLERANCE}), so the draws may under-estimate the spread; "
+            f"raise {num_rounds_name} (each round grows a scale by a few times)",
+            ScaleWarning,
+            stacklevel=caller_stacklevel(),
+        )
+
+
+class LogDensitySamples(NamedTuple):
+    """Output of :func:`sample_logdensity`.
+
+    samples
+        ``(num_samples, dim)`` draws in the target's own coordinates.
+    result
+        The :class:`rtk_blackjax.SampleResult` of the final run, its ``samples``
+        mapped back to the target's coordinates (per-segment info, NFE per
+        sample).
+    pilot
+        The :class:`PilotResult` (``None`` without pilot rounds): its
+        ``standardisation``, per-round ``mismatch``, ``converged`` and
+        ``num_evaluations``.
+    mismatch
+        :func:`spread_mismatch` of the final draws in the standardised
+        coordinates (``None`` when the run was not standardised).
+    """
+
+    samples: Array
+    result: Any
+    pilot: PilotResult | None
+    mismatch: float | None
+
+    @property
+    def pilot_evaluations(self) -> int:
+        """Evaluations the pilot rounds spent (all particles together)."""
+        return 0 if self.pilot is None else self.pilot.num_evaluations
 
 
 class ModelSamples(NamedTuple):
@@ -783,12 +1173,143 @@ class ModelSamples(NamedTuple):
         The pilot-fitted Gaussian reference (``None`` without pilot rounds).
     pilot_evaluations
         Total evaluations spent by the pilot runs.
+    pilot
+        The :class:`PilotResult` (``None`` without pilot rounds).
+    mismatch
+        :func:`spread_mismatch` of the final draws in the standardised
+        coordinates (``None`` when the run was not standardised).
     """
 
     samples: dict
     result: Any
     reference: GaussianReference | None
     pilot_evaluations: int
+    pilot: PilotResult | None = None
+    mismatch: float | None = None
+
+
+def _check_final_spread(z_samples: Array, finite: Array) -> float:
+    """:func:`spread_mismatch` of a standardised run's draws; warns beyond tolerance."""
+    from rtk_blackjax.run.policy import caller_stacklevel
+
+    z = np.asarray(z_samples)[np.asarray(finite)]
+    if z.shape[0] < 2:
+        return float("nan")
+    mismatch = spread_mismatch(z)
+    if mismatch > SCALE_TOLERANCE:
+        warnings.warn(
+            "the draws' spread differs from the pilot's fitted spread by a variance "
+            f"factor of {mismatch:.3g} (tolerance {SCALE_TOLERANCE}) in some "
+            "direction: the pilot had not found the target's scale (raise "
+            "num_pilot_rounds), or the scale changes with position (a funnel: "
+            "reparameterise the model, e.g. numpyro.infer.reparam.LocScaleReparam)",
+            ScaleWarning,
+            stacklevel=caller_stacklevel(),
+        )
+    return mismatch
+
+
+def sample_logdensity(
+    rng_key: PRNGKey,
+    logdensity_fn: Callable[[Array], Array],
+    dim: int,
+    *,
+    num_samples: int,
+    num_pilot_rounds: int = 8,
+    pilot_particles: int = 200,
+    standardise: bool = True,
+    initial_position: ArrayLike | None = None,
+    times: ArrayLike | None = None,
+    num_importance: int | Sequence[int] | None = None,
+    num_inner_steps: int | Sequence[int] | None = None,
+) -> LogDensitySamples:
+    """Sample ``p_0 ∝ exp(logdensity_fn)`` with pilot, standardisation and checks.
+
+    Fits the reference with at most ``num_pilot_rounds`` pilot runs of
+    ``pilot_particles`` (:func:`adapt_reference`), then draws ``num_samples``
+    independent samples with :func:`rtk_logdensity` and the
+    :func:`model_schedule` (unless ``times`` / ``num_importance`` /
+    ``num_inner_steps`` are given).
+
+    With ``standardise=True`` (the default) the pilot rounds after the first
+    and the final run sample the target in the unit coordinates of the pilot's
+    Gaussian fit (:func:`standardised_logdensity`), and the pilot stops once
+    that fit stops changing. A :class:`ScaleWarning` says when the pilot ran out
+    of rounds first or when the final draws' spread disagrees with the fit
+    (:func:`spread_mismatch`): the signs of a run that under-estimates the
+    target's spread (``docs/logdensity_scale.md``).
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> out = sample_logdensity(jax.random.key(0),
+    ...                         lambda x: -0.5 * jnp.sum(x**2) / 9.0, 2,
+    ...                         num_samples=200, num_pilot_rounds=3,
+    ...                         pilot_particles=100, times=jnp.array([3.0, 0.5, 0.0]))
+    >>> out.samples.shape, out.pilot.converged
+    ((200, 2), True)
+    """
+    from rtk_blackjax.run import sample
+    from rtk_blackjax.run.policy import low_acceptance_hint
+
+    rng_key = check_key("rng_key", rng_key)
+    check_callable("logdensity_fn", logdensity_fn, "x -> log density")
+    dim = check_int("dim", dim, minimum=1)
+    num_samples = check_int("num_samples", num_samples, minimum=1)
+    num_pilot_rounds = check_int("num_pilot_rounds", num_pilot_rounds, minimum=0)
+    if num_pilot_rounds > 0:
+        pilot_particles = check_int("pilot_particles", pilot_particles, minimum=2)
+    standardise = check_bool("standardise", standardise)
+    if initial_position is not None:
+        initial_position = jnp.asarray(initial_position)
+        if initial_position.shape != (dim,) or not bool(
+            jnp.all(jnp.isfinite(initial_position))
+        ):
+            raise ValueError(
+                f"initial_position must be a finite array of shape ({dim},), got "
+                f"shape {initial_position.shape}"
+            )
+    key_pilot, key_run = jax.random.split(rng_key)
+    kwargs = model_schedule(times, num_importance, num_inner_steps)
+    kwargs["step_size"] = initial_step_factor(dim)
+    reference, pilot = None, None
+    if num_pilot_rounds > 0:
+        pilot = adapt_reference(
+            key_pilot,
+            logdensity_fn,
+            dim,
+            num_rounds=num_pilot_rounds,
+            num_particles=pilot_particles,
+            initial_position=initial_position,
+            inflation=REFERENCE_INFLATION,
+            standardise=standardise,
+            **kwargs,
+        )
+        reference = pilot.reference
+        _warn_unconverged_pilot(pilot, "num_pilot_rounds")
+    affine = pilot.standardisation if pilot is not None else None
+    if affine is None:
+        algorithm = as_top_level_api(
+            logdensity_fn,
+            reference=reference,
+            initial_position=initial_position if reference is None else None,
+            **kwargs,
+        )
+    else:
+        algorithm = as_top_level_api(
+            standardised_logdensity(logdensity_fn, affine),
+            reference=gaussian_reference(jnp.zeros(dim), 1.0, REFERENCE_INFLATION),
+            **kwargs,
+        )
+    # The knobs the caller has: the grid.
+    hint = "pass a finer grid (times with more, shorter segments)"
+    with low_acceptance_hint(hint):
+        result = sample(key_run, algorithm, num_samples, dim=dim)
+    mismatch = None
+    if affine is not None:
+        mismatch = _check_final_spread(result.samples, result.finite)
+        result = result._replace(samples=unstandardise(affine, result.samples))
+    return LogDensitySamples(result.samples, result, pilot, mismatch)
 
 
 def sample_model(
@@ -796,19 +1317,20 @@ def sample_model(
     model: Callable,
     *model_args: Any,
     num_samples: int,
-    num_pilot_rounds: int = 3,
+    num_pilot_rounds: int = 8,
     pilot_particles: int = 200,
+    standardise: bool = True,
     times: ArrayLike | None = None,
     num_importance: int | Sequence[int] | None = None,
     num_inner_steps: int | Sequence[int] | None = None,
     **model_kwargs: Any,
 ) -> ModelSamples:
-    """Sample a NumPyro model's posterior with :func:`rtk_logdensity`.
+    """Sample a NumPyro model's posterior with :func:`sample_logdensity`.
 
     Builds the model's flat unconstrained density
-    (:func:`rtk_blackjax.adapters.numpyro_model.model_density`), fits the
-    reference with ``num_pilot_rounds`` pilot runs, draws ``num_samples``
-    independent samples and maps them to constrained, named sites.
+    (:func:`rtk_blackjax.adapters.numpyro_model.model_density`), samples it with
+    :func:`sample_logdensity` (pilot, standardisation, :class:`ScaleWarning`;
+    the arguments are its) and maps the draws to constrained, named sites.
 
     Examples
     --------
@@ -817,47 +1339,32 @@ def sample_model(
     >>> def model():
     ...     numpyro.sample("scale", dist.LogNormal(0.0, 0.5))
     >>> out = sample_model(jax.random.key(0), model, num_samples=100,
-    ...                    num_pilot_rounds=1, pilot_particles=50,
+    ...                    num_pilot_rounds=2, pilot_particles=50,
     ...                    times=jnp.array([3.0, 0.5, 0.0]), num_importance=8,
     ...                    num_inner_steps=1)
     >>> out.samples["scale"].shape, bool(jnp.all(out.samples["scale"] > 0))
     ((100,), True)
     """
     from rtk_blackjax.adapters.numpyro_model import model_density
-    from rtk_blackjax.run import sample
-    from rtk_blackjax.run.policy import low_acceptance_hint
 
     rng_key = check_key("rng_key", rng_key)
-    num_samples = check_int("num_samples", num_samples, minimum=1)
-    num_pilot_rounds = check_int("num_pilot_rounds", num_pilot_rounds, minimum=0)
-    if num_pilot_rounds > 0:
-        pilot_particles = check_int("pilot_particles", pilot_particles, minimum=2)
-    key_model, key_pilot, key_run = jax.random.split(rng_key, 3)
+    key_model, key_run = jax.random.split(rng_key)
     md = model_density(model, *model_args, rng_key=key_model, **model_kwargs)
-    kwargs = dict(
-        times=times, num_importance=num_importance, num_inner_steps=num_inner_steps
-    )
-    reference, pilot_evaluations = None, 0
-    if num_pilot_rounds > 0:
-        pilot = adapt_reference(
-            key_pilot,
-            md.logdensity_fn,
-            md.dim,
-            num_rounds=num_pilot_rounds,
-            num_particles=pilot_particles,
-            initial_position=md.initial_position,
-            **kwargs,
-        )
-        reference, pilot_evaluations = pilot.reference, pilot.num_evaluations
-    algorithm = as_top_level_api(
+    out = sample_logdensity(
+        key_run,
         md.logdensity_fn,
-        reference=reference,
-        initial_position=md.initial_position if reference is None else None,
-        **kwargs,
+        md.dim,
+        num_samples=num_samples,
+        num_pilot_rounds=num_pilot_rounds,
+        pilot_particles=pilot_particles,
+        standardise=standardise,
+        initial_position=md.initial_position,
+        times=times,
+        num_importance=num_importance,
+        num_inner_steps=num_inner_steps,
     )
-    # The knobs a sample_model caller has: the grid.
-    hint = "pass sample_model a finer grid (times with more, shorter segments)"
-    with low_acceptance_hint(hint):
-        result = sample(key_run, algorithm, num_samples, dim=md.dim)
-    samples = jax.vmap(md.postprocess_fn)(result.samples)
-    return ModelSamples(samples, result, reference, pilot_evaluations)
+    samples = jax.vmap(md.postprocess_fn)(out.samples)
+    reference = None if out.pilot is None else out.pilot.reference
+    return ModelSamples(
+        samples, out.result, reference, out.pilot_evaluations, out.pilot, out.mismatch
+    )

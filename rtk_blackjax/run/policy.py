@@ -34,6 +34,7 @@ __all__ = [
     "raise_on_nonfinite",
     "low_acceptance_hint",
     "current_hint",
+    "caller_stacklevel",
     "warn_on_low_acceptance",
 ]
 
@@ -93,7 +94,7 @@ def current_hint() -> str | None:
     return _HINT.get()
 
 
-def _caller_stacklevel() -> int:
+def caller_stacklevel() -> int:
     """``stacklevel`` of the first frame outside this package (the user's line)."""
     frame, level = sys._getframe(1), 1
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
@@ -130,5 +131,5 @@ def warn_on_low_acceptance(
             f"{acceptance[k]:.3f}. The segment target is badly conditioned for the "
             f"inner kernel's step size; {hint}.",
             RuntimeWarning,
-            stacklevel=_caller_stacklevel(),
+            stacklevel=caller_stacklevel(),
         )

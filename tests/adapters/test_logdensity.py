@@ -1,5 +1,7 @@
 """RTK on the augmented joint for plain log densities (mcmc.logdensity)."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,13 +9,20 @@ import pytest
 
 import rtk_blackjax as rb
 from rtk_blackjax.mcmc.logdensity import (
+    SCALE_TOLERANCE,
     GaussianReference,
+    ScaleWarning,
     adapt_reference,
     bridge_moments,
     build_kernel,
     fit_reference,
     gaussian_reference,
     rtk_logdensity,
+    shrunk_covariance,
+    spread_mismatch,
+    standardise,
+    standardised_logdensity,
+    unstandardise,
 )
 
 MEAN = jnp.array([1.0, -2.0, 0.5])
@@ -194,3 +203,120 @@ def test_sample_model_returns_constrained_sites():
     # every segment evaluates all 16 candidate slots (+ 1), even the last (M = 0)
     assert out.result.num_evaluations == 1 + 3 * 17 + 3 * 2
     assert out.pilot_evaluations == 50 * out.result.num_evaluations
+
+
+# --------------------------------------------------------------------------
+# Standardisation (issue 14): the pilot finds the target's scale, and says so
+# when it has not.
+# --------------------------------------------------------------------------
+
+
+def _rotated_gaussian_model(sds, seed=0):
+    import numpyro
+    import numpyro.distributions as dist
+
+    rng = np.random.default_rng(seed)
+    dim = len(sds)
+    basis, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
+    mean = 3.0 * rng.normal(size=dim)
+    cov = basis @ np.diag(np.asarray(sds) ** 2) @ basis.T
+
+    def model():
+        numpyro.sample(
+            "x", dist.MultivariateNormal(jnp.asarray(mean), jnp.asarray(cov))
+        )
+
+    return model, mean, basis
+
+
+def _eigen_errors(x, mean, basis, sds):
+    """Per eigen-direction: sd ratio and mean error in sd units."""
+    coords = (np.asarray(x) - mean) @ basis
+    return coords.std(0) / sds, np.abs(coords.mean(0)) / sds
+
+
+@pytest.mark.slow
+def test_standardised_sample_model_recovers_an_ill_conditioned_gaussian():
+    from rtk_blackjax.adapters import sample_model
+
+    # sds from 0.5 to 50 along random directions: the scale the OU process
+    # starts at (1) is off by up to 50 times. With the defaults the pilot finds
+    # it, and the draws' covariance is right within Monte Carlo error.
+    sds = np.geomspace(0.5, 50.0, 6)
+    model, mean, basis = _rotated_gaussian_model(sds)
+    n = 2000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ScaleWarning)
+        out = sample_model(jax.random.key(0), model, num_samples=n)
+    ratio, mean_err = _eigen_errors(out.samples["x"], mean, basis, sds)
+    # 4 MC sd of a sample sd (sqrt(1 / (2n))) and of a sample mean (sqrt(1 / n))
+    assert np.all(np.abs(ratio - 1) < 4 / np.sqrt(2 * n)), ratio
+    assert np.all(mean_err < 4 / np.sqrt(n)), mean_err
+    assert out.pilot.converged and out.mismatch <= SCALE_TOLERANCE
+    # Negative control: the same run in the target's own coordinates (the
+    # reference only shapes the proposals) misses the wide directions.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = sample_model(jax.random.key(0), model, num_samples=n, standardise=False)
+    ratio, _ = _eigen_errors(plain.samples["x"], mean, basis, sds)
+    assert not np.all(np.abs(ratio - 1) < 4 / np.sqrt(2 * n)), ratio
+    assert plain.pilot.standardisation is None and plain.mismatch is None
+
+
+@pytest.mark.slow
+def test_scale_warning_fires_on_a_misscaled_run_and_not_on_a_healthy_one():
+    from rtk_blackjax.adapters import sample_model
+
+    sds = np.array([1000.0, 1.0])
+    model, _, _ = _rotated_gaussian_model(sds, seed=1)
+    # One pilot round: no standardised round can check its fit, and the final
+    # draws' spread disagrees with it.
+    with pytest.warns(ScaleWarning, match="draws' spread differs"):
+        out = sample_model(
+            jax.random.key(0), model, num_samples=500, num_pilot_rounds=1
+        )
+    assert out.mismatch > SCALE_TOLERANCE
+    # Two rounds: the pilot's standardised round was still changing.
+    with pytest.warns(ScaleWarning, match="did not settle"):
+        out = sample_model(
+            jax.random.key(0), model, num_samples=500, num_pilot_rounds=2
+        )
+    assert out.pilot.converged is False
+    # A healthy run (unit-scale target): no ScaleWarning.
+    healthy, _, _ = _rotated_gaussian_model(np.array([1.0, 0.5]), seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ScaleWarning)
+        out = sample_model(jax.random.key(0), healthy, num_samples=500)
+    assert out.pilot.converged
+
+
+def test_standardise_round_trip_and_spread_mismatch():
+    ref = gaussian_reference(
+        jnp.array([1.0, -2.0]), jnp.array([[4.0, 1.0], [1.0, 2.0]])
+    )
+    x = jax.random.normal(jax.random.key(0), (5, 2))
+    np.testing.assert_allclose(unstandardise(ref, standardise(ref, x)), x, atol=1e-5)
+    # Draws of the reference itself are unit-scale in its coordinates.
+    draws = jax.random.multivariate_normal(
+        jax.random.key(1),
+        ref.mean,
+        ref.basis @ jnp.diag(ref.variances) @ ref.basis.T,
+        (4000,),
+    )
+    z = standardise(ref, draws)
+    assert spread_mismatch(z) <= 1.0
+    assert spread_mismatch(3.0 * z) > 8.0  # 9 times too wide
+    assert spread_mismatch(z / 3.0) > 6.0  # 9 times too narrow, over the low edge
+
+    # the density in unit coordinates is the target's, up to a constant
+    def logp(x):
+        return -0.5 * jnp.sum((x - 1.0) ** 2 / jnp.array([0.5, 3.0]))
+
+    logz = standardised_logdensity(logp, ref)
+    diff = jax.vmap(logz)(z[:3]) - jax.vmap(logp)(draws[:3])
+    np.testing.assert_allclose(diff - diff[0], 0.0, atol=1e-4)
+    with pytest.raises(TypeError, match="affine must be a GaussianReference"):
+        standardised_logdensity(logp, (0.0, 1.0))
+    # Ledoit-Wolf keeps a small-sample covariance away from singular
+    few = jax.random.normal(jax.random.key(2), (12, 10))
+    assert float(jnp.linalg.eigvalsh(shrunk_covariance(few)).min()) > 0.1
