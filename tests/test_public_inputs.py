@@ -557,6 +557,7 @@ CASES = {
             *_count("num_pilot_rounds", 0),
             *_count("pilot_particles", 2),
             ("standardise", "yes", T),
+            ("check_draws", "yes", T),
             ("initial_position", np.zeros((2, 2)), V),
             ("times", NOT_INCREASING, V),
         ],
@@ -571,6 +572,14 @@ CASES = {
     ),
     "rtk_blackjax.mcmc.logdensity.initial_step_factor": Case(
         dict(dim=2), _count("dim", 1)
+    ),
+    "rtk_blackjax.mcmc.logdensity.stein_check": Case(
+        dict(logdensity_fn=logdensity_fn, samples=SAMPLES),
+        [
+            ("logdensity_fn", 1, T),
+            ("samples", SAMPLES[0], V),
+            ("samples", np.full((3, 2), np.nan), V),
+        ],
     ),
     "rtk_blackjax.mcmc.logdensity.shrunk_covariance": Case(
         dict(samples=SAMPLES),

@@ -110,6 +110,8 @@ __all__ = [
     "unstandardise",
     "standardised_logdensity",
     "spread_mismatch",
+    "SteinCheck",
+    "stein_check",
     "MODEL_NUM_IMPORTANCE",
     "MODEL_NUM_INNER_STEPS",
     "model_schedule",
@@ -455,6 +457,118 @@ def _noise_band(num_samples: int, dim: int) -> tuple[float, float]:
     ratio = dim / num_samples
     low = (1.0 - np.sqrt(ratio)) ** 2 if ratio < 1 else 0.0
     return low, (1.0 + np.sqrt(ratio)) ** 2
+
+
+# Stein's identity is flagged when some coordinate is off by more than this many
+# of its standard errors and by more than STEIN_MIN_DEVIATION (so that a huge
+# sample does not flag a harmless 1 % bias).
+STEIN_Z_THRESHOLD = 4.0
+STEIN_MIN_DEVIATION = 0.1
+
+
+class SteinCheck(NamedTuple):
+    """Stein's identity on a run's draws (:func:`stein_check`).
+
+    ratio
+        ``(dim,)``: ``-mean_i ∂_j log p(x_i) (x_ij - mean_j)``, 1 for every
+        coordinate ``j`` when the draws come from ``p`` (for a Gaussian ``p``, the
+        draws' variance over the target's, per coordinate).
+    standard_error
+        ``(dim,)`` its Monte Carlo standard error (from the draws).
+    num_evaluations
+        Gradient evaluations spent (one per draw).
+    num_nonfinite
+        Draws left out because the gradient there was not finite (a violation
+        in itself: a draw of ``p`` has a finite score).
+    """
+
+    ratio: np.ndarray
+    standard_error: np.ndarray
+    num_evaluations: int
+    num_nonfinite: int = 0
+
+    @property
+    def worst(self) -> int:
+        """The coordinate furthest from 1, in standard errors."""
+        return int(np.argmax(np.abs(self.ratio - 1.0) / self.standard_error))
+
+    @property
+    def violated(self) -> bool:
+        """Some coordinate is off by more than the thresholds allow."""
+        deviation = np.abs(self.ratio - 1.0)
+        return self.num_nonfinite > 0 or bool(
+            np.any(
+                (deviation > STEIN_Z_THRESHOLD * self.standard_error)
+                & (deviation > STEIN_MIN_DEVIATION)
+            )
+        )
+
+
+def stein_check(
+    logdensity_fn: Callable[[Array], Array], samples: ArrayLike
+) -> SteinCheck:
+    """Check the draws against Stein's identity ``E_p[∇log p(x) (x - μ)^T] = -I``.
+
+    Integration by parts gives the identity for any smooth density whose tails
+    vanish, unimodal or not and whatever its normalising constant: only
+    ``∇ log p`` at the draws is needed. Draws that miss part of ``p`` break it:
+    draws of a Gaussian with too small a spread along ``j`` give
+    ``ratio_j`` = their variance over the target's; draws of Neal's funnel that
+    miss its neck give about 0.6 on the scale coordinate. The diagonal is
+    checked, in the coordinates given (for a standardised run, the fit's axes).
+    What it cannot see: wrong weights of well-separated modes (the draws of
+    each mode satisfy it on their own, the boundary term between modes being
+    negligible).
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> logp = lambda x: -0.5 * jnp.sum(x**2)
+    >>> good = jax.random.normal(jax.random.key(0), (4000, 3))
+    >>> stein_check(logp, good).violated, stein_check(logp, 0.5 * good).violated
+    (False, True)
+    """
+    check_callable("logdensity_fn", logdensity_fn, "x -> log density")
+    x = _check_draws("samples", samples)
+    grads = jax.vmap(jax.grad(logdensity_fn))(x)
+    products = -np.asarray(grads * (x - x.mean(0)), dtype=np.float64)
+    finite = np.all(np.isfinite(products), axis=1)
+    if finite.sum() < 2:
+        raise FloatingPointError(
+            f"the log density's gradient is not finite at {int((~finite).sum())} "
+            f"of {x.shape[0]} draws; check logdensity_fn (and its gradient)"
+        )
+    products = products[finite]
+    se = products.std(0, ddof=1) / np.sqrt(products.shape[0])
+    return SteinCheck(
+        products.mean(0),
+        np.maximum(se, 1e-12),
+        int(x.shape[0]),
+        int((~finite).sum()),
+    )
+
+
+def _warn_on_stein(check: SteinCheck) -> None:
+    from rtk_blackjax.run.policy import caller_stacklevel
+
+    if check.violated:
+        j = check.worst
+        warnings.warn(
+            "the draws fail Stein's identity E[-∂_j log p(x) (x_j - mean_j)] = 1: "
+            f"coordinate {j} gives {check.ratio[j]:.3g} ± "
+            f"{check.standard_error[j]:.2g} (a run that misses part of the target, "
+            "e.g. a funnel's neck or an under-estimated spread: below 1 is too "
+            "narrow). Remedies: more num_pilot_rounds, a finer grid, or "
+            "reparameterise the model (numpyro.infer.reparam.LocScaleReparam for "
+            "a funnel)"
+            + (
+                f"; the gradient was not finite at {check.num_nonfinite} draws"
+                if check.num_nonfinite
+                else ""
+            ),
+            ScaleWarning,
+            stacklevel=caller_stacklevel(),
+        )
 
 
 def _refit(affine: GaussianReference, z_samples: Array) -> GaussianReference:
@@ -1147,12 +1261,16 @@ class LogDensitySamples(NamedTuple):
     mismatch
         :func:`spread_mismatch` of the final draws in the standardised
         coordinates (``None`` when the run was not standardised).
+    stein
+        :class:`SteinCheck` of the final draws (``None`` with
+        ``check_draws=False``).
     """
 
     samples: Array
     result: Any
     pilot: PilotResult | None
     mismatch: float | None
+    stein: SteinCheck | None = None
 
     @property
     def pilot_evaluations(self) -> int:
@@ -1178,6 +1296,9 @@ class ModelSamples(NamedTuple):
     mismatch
         :func:`spread_mismatch` of the final draws in the standardised
         coordinates (``None`` when the run was not standardised).
+    stein
+        :class:`SteinCheck` of the final draws (``None`` with
+        ``check_draws=False``).
     """
 
     samples: dict
@@ -1186,6 +1307,7 @@ class ModelSamples(NamedTuple):
     pilot_evaluations: int
     pilot: PilotResult | None = None
     mismatch: float | None = None
+    stein: SteinCheck | None = None
 
 
 def _check_final_spread(z_samples: Array, finite: Array) -> float:
@@ -1222,6 +1344,7 @@ def sample_logdensity(
     times: ArrayLike | None = None,
     num_importance: int | Sequence[int] | None = None,
     num_inner_steps: int | Sequence[int] | None = None,
+    check_draws: bool = True,
 ) -> LogDensitySamples:
     """Sample ``p_0 ∝ exp(logdensity_fn)`` with pilot, standardisation and checks.
 
@@ -1237,7 +1360,11 @@ def sample_logdensity(
     that fit stops changing. A :class:`ScaleWarning` says when the pilot ran out
     of rounds first or when the final draws' spread disagrees with the fit
     (:func:`spread_mismatch`): the signs of a run that under-estimates the
-    target's spread (``docs/logdensity_scale.md``).
+    target's spread (``docs/logdensity_scale.md``). With ``check_draws`` (the
+    default) the final draws are also checked against Stein's identity
+    (:func:`stein_check`, one gradient per draw, counted in
+    ``stein.num_evaluations``), which catches what the spread check cannot (a
+    funnel's missed neck) and warns likewise.
 
     Examples
     --------
@@ -1250,7 +1377,7 @@ def sample_logdensity(
     ((200, 2), True)
     """
     from rtk_blackjax.run import sample
-    from rtk_blackjax.run.policy import low_acceptance_hint
+    from rtk_blackjax.run.policy import low_acceptance_hint, warn_on_low_acceptance
 
     rng_key = check_key("rng_key", rng_key)
     check_callable("logdensity_fn", logdensity_fn, "x -> log density")
@@ -1260,6 +1387,7 @@ def sample_logdensity(
     if num_pilot_rounds > 0:
         pilot_particles = check_int("pilot_particles", pilot_particles, minimum=2)
     standardise = check_bool("standardise", standardise)
+    check_draws = check_bool("check_draws", check_draws)
     if initial_position is not None:
         initial_position = jnp.asarray(initial_position)
         if initial_position.shape != (dim,) or not bool(
@@ -1289,6 +1417,7 @@ def sample_logdensity(
         _warn_unconverged_pilot(pilot, "num_pilot_rounds")
     affine = pilot.standardisation if pilot is not None else None
     if affine is None:
+        algorithm_logdensity = logdensity_fn
         algorithm = as_top_level_api(
             logdensity_fn,
             reference=reference,
@@ -1296,20 +1425,40 @@ def sample_logdensity(
             **kwargs,
         )
     else:
+        algorithm_logdensity = standardised_logdensity(logdensity_fn, affine)
         algorithm = as_top_level_api(
-            standardised_logdensity(logdensity_fn, affine),
+            algorithm_logdensity,
             reference=gaussian_reference(jnp.zeros(dim), 1.0, REFERENCE_INFLATION),
             **kwargs,
         )
-    # The knobs the caller has: the grid.
-    hint = "pass a finer grid (times with more, shorter segments)"
-    with low_acceptance_hint(hint):
+    with low_acceptance_hint(None):
         result = sample(key_run, algorithm, num_samples, dim=dim)
-    mismatch = None
+    # Segment 0 runs with the initial step factor, before any adaptation: its
+    # acceptance says how good that first guess was (on a multimodal target,
+    # standardised by the spread of all its modes, the guess is too large for
+    # each mode), not whether the run is healthy; the later segments say that.
+    acceptance = np.array(result.acceptance_per_segment(), dtype=float)
+    acceptance[0] = np.nan
+    # The knobs the caller has: the grid.
+    warn_on_low_acceptance(
+        acceptance,
+        result.times,
+        "pass a finer grid (times with more, shorter segments)",
+    )
+    mismatch, stein = None, None
     if affine is not None:
         mismatch = _check_final_spread(result.samples, result.finite)
+    finite = np.asarray(result.finite)
+    if check_draws and finite.sum() >= 2:
+        # In the coordinates the run used: for a standardised run the fit's
+        # axes, where each coordinate is one of its principal directions.
+        stein = stein_check(
+            algorithm_logdensity, jnp.asarray(np.asarray(result.samples)[finite])
+        )
+        _warn_on_stein(stein)
+    if affine is not None:
         result = result._replace(samples=unstandardise(affine, result.samples))
-    return LogDensitySamples(result.samples, result, pilot, mismatch)
+    return LogDensitySamples(result.samples, result, pilot, mismatch, stein)
 
 
 def sample_model(
@@ -1323,6 +1472,7 @@ def sample_model(
     times: ArrayLike | None = None,
     num_importance: int | Sequence[int] | None = None,
     num_inner_steps: int | Sequence[int] | None = None,
+    check_draws: bool = True,
     **model_kwargs: Any,
 ) -> ModelSamples:
     """Sample a NumPyro model's posterior with :func:`sample_logdensity`.
@@ -1362,9 +1512,16 @@ def sample_model(
         times=times,
         num_importance=num_importance,
         num_inner_steps=num_inner_steps,
+        check_draws=check_draws,
     )
     samples = jax.vmap(md.postprocess_fn)(out.samples)
     reference = None if out.pilot is None else out.pilot.reference
     return ModelSamples(
-        samples, out.result, reference, out.pilot_evaluations, out.pilot, out.mismatch
+        samples,
+        out.result,
+        reference,
+        out.pilot_evaluations,
+        out.pilot,
+        out.mismatch,
+        out.stein,
     )

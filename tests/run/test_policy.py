@@ -63,3 +63,21 @@ def test_rtkkernel_pilot_rounds_do_not_warn():
             mcmc.run(jax.random.key(0), jnp.asarray(1.0))
     assert _low_acceptance(record) == []
     assert np.isfinite(np.asarray(mcmc.get_samples()["mu"])).all()
+
+
+@pytest.mark.slow
+def test_sample_logdensity_does_not_warn_on_a_healthy_run():
+    from rtk_blackjax.adapters import sample_logdensity
+
+    # A standard Gaussian in d = 50: segment 0 used to start from step factor
+    # 0.2 whatever the dimension and accepted 0.03 (a warning on a healthy
+    # run); initial_step_factor scales it like MALA's optimal step.
+    def logp(x):
+        return -0.5 * jnp.sum(x**2)
+
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        out = sample_logdensity(jax.random.key(0), logp, 50, num_samples=300)
+    assert out.result.acceptance_per_segment().min() > 0.3
+    assert _low_acceptance(record) == []
+    assert not [w for w in record if "ScaleWarning" in type(w.message).__name__]
