@@ -36,13 +36,11 @@ from rtk_blackjax.adapters.numpyro_model import ModelDensity, model_density
 from rtk_blackjax.mcmc.logdensity import (
     REFERENCE_INFLATION,
     GaussianReference,
+    _final_algorithm,
     _warn_unconverged_pilot,
     adapt_reference,
-    as_top_level_api,
-    gaussian_reference,
     initial_step_factor,
     model_schedule,
-    standardised_logdensity,
     unstandardise,
 )
 from rtk_blackjax.run.loop import run_segments
@@ -203,23 +201,17 @@ class RTKKernel(MCMCKernel):
 
     def _build_draw(self, md: ModelDensity, reference: GaussianReference | None):
         affine = self.standardisation
+        algorithm, _ = _final_algorithm(
+            md.logdensity_fn,
+            md.dim,
+            reference,
+            affine,
+            md.initial_position,
+            **self._algorithm_kwargs(),
+        )
         if affine is None:
-            algorithm = as_top_level_api(
-                md.logdensity_fn,
-                reference=reference,
-                initial_position=md.initial_position if reference is None else None,
-                **self._algorithm_kwargs(),
-            )
             to_target = lambda z: z  # noqa: E731
         else:
-            # In the pilot fit's unit coordinates (see sample_model).
-            algorithm = as_top_level_api(
-                standardised_logdensity(md.logdensity_fn, affine),
-                reference=gaussian_reference(
-                    jnp.zeros(md.dim), 1.0, REFERENCE_INFLATION
-                ),
-                **self._algorithm_kwargs(),
-            )
             to_target = lambda z: unstandardise(affine, z)  # noqa: E731
         num_segments = algorithm.num_segments
         dim = md.dim

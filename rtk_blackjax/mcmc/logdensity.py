@@ -1245,6 +1245,40 @@ def _warn_unconverged_pilot(pilot: PilotResult, num_rounds_name: str) -> None:
         )
 
 
+def _final_algorithm(
+    logdensity_fn: Callable[[Array], Array],
+    dim: int,
+    reference: GaussianReference | None,
+    affine: GaussianReference | None,
+    initial_position: Array | None = None,
+    **algorithm_kwargs: Any,
+) -> tuple[DiffusionAlgorithm, Callable[[Array], Array]]:
+    """The run after a pilot, and the log density it samples.
+
+    Without ``affine`` (no standardisation): :func:`rtk_logdensity` on
+    ``logdensity_fn`` with the pilot's ``reference`` (started at
+    ``initial_position`` when there is none). With it: on
+    :func:`standardised_logdensity`, with the unit reference
+    ``N(0, REFERENCE_INFLATION^2 I)``; its draws are in the unit coordinates
+    (:func:`unstandardise` maps them back).
+    """
+    if affine is None:
+        algorithm = as_top_level_api(
+            logdensity_fn,
+            reference=reference,
+            initial_position=initial_position if reference is None else None,
+            **algorithm_kwargs,
+        )
+        return algorithm, logdensity_fn
+    logdensity_z = standardised_logdensity(logdensity_fn, affine)
+    algorithm = as_top_level_api(
+        logdensity_z,
+        reference=gaussian_reference(jnp.zeros(dim), 1.0, REFERENCE_INFLATION),
+        **algorithm_kwargs,
+    )
+    return algorithm, logdensity_z
+
+
 class LogDensitySamples(NamedTuple):
     """Output of :func:`sample_logdensity`.
 
@@ -1416,21 +1450,9 @@ def sample_logdensity(
         reference = pilot.reference
         _warn_unconverged_pilot(pilot, "num_pilot_rounds")
     affine = pilot.standardisation if pilot is not None else None
-    if affine is None:
-        algorithm_logdensity = logdensity_fn
-        algorithm = as_top_level_api(
-            logdensity_fn,
-            reference=reference,
-            initial_position=initial_position if reference is None else None,
-            **kwargs,
-        )
-    else:
-        algorithm_logdensity = standardised_logdensity(logdensity_fn, affine)
-        algorithm = as_top_level_api(
-            algorithm_logdensity,
-            reference=gaussian_reference(jnp.zeros(dim), 1.0, REFERENCE_INFLATION),
-            **kwargs,
-        )
+    algorithm, algorithm_logdensity = _final_algorithm(
+        logdensity_fn, dim, reference, affine, initial_position, **kwargs
+    )
     with low_acceptance_hint(None):
         result = sample(key_run, algorithm, num_samples, dim=dim)
     # Segment 0 runs with the initial step factor, before any adaptation: its
