@@ -3,7 +3,9 @@
 :class:`PosteriorResult` (the chains x draws result of every sampler in
 :mod:`rtk_blackjax.posterior`) and :func:`check_linear_gaussian`, the validator of a
 linear-Gaussian observation model ``y = A x + σ ε`` used by the DPS, twisted-SMC and
-NUTS samplers. Generic argument checks are in :mod:`rtk_blackjax._checks`.
+NUTS samplers, and :func:`budget_grid` / :func:`steps_for_budget`, the one place a
+per-sample prior-evaluation budget becomes a number of steps. Generic argument checks
+are in :mod:`rtk_blackjax._checks`.
 """
 
 import math
@@ -11,6 +13,8 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
+from rtk_blackjax._checks import check_int
+from rtk_blackjax.diffusion import geometric_grid, validate_grid
 from rtk_blackjax.targets import Target
 from rtk_blackjax.types import Array, ArrayLike
 
@@ -71,3 +75,68 @@ def check_linear_gaussian(
     if not (bool(jnp.all(jnp.isfinite(A))) and bool(jnp.all(jnp.isfinite(y)))):
         raise ValueError("A and y must be finite")
     return A, y, jnp.asarray(sigma_f**2, A.dtype)
+
+
+def steps_for_budget(
+    prior_nfe_budget: int | None,
+    *,
+    cost_per_step: int,
+    initial_cost: int = 0,
+    step: str = "step",
+    instead: str = "an explicit times grid",
+) -> int:
+    """The number of steps a budget of prior evaluations per sample pays for.
+
+    ``(prior_nfe_budget - initial_cost) // cost_per_step``, with the errors every
+    posterior sampler gives: no budget and nothing ``instead`` of it, or a budget that
+    does not pay for one ``step``.
+
+    Examples
+    --------
+    >>> steps_for_budget(31, cost_per_step=3, initial_cost=1)
+    10
+    >>> steps_for_budget(3, cost_per_step=3, initial_cost=1, step="segment")
+    Traceback (most recent call last):
+    ...
+    ValueError: prior_nfe_budget=3 is too small: one segment needs 4 prior evaluations
+    """
+    if prior_nfe_budget is None:
+        raise ValueError(f"give prior_nfe_budget or {instead}")
+    budget = check_int("prior_nfe_budget", prior_nfe_budget, minimum=1)
+    steps = (budget - initial_cost) // cost_per_step
+    if steps < 1:
+        raise ValueError(
+            f"prior_nfe_budget={budget} is too small: one {step} needs "
+            f"{initial_cost + cost_per_step} prior evaluations"
+        )
+    return steps
+
+
+def budget_grid(
+    prior_nfe_budget: int | None,
+    times: ArrayLike | None,
+    *,
+    horizon: float,
+    t_min: float,
+    cost_per_step: int,
+    initial_cost: int = 0,
+    step: str = "step",
+) -> Array:
+    """The validated time grid: ``times`` if given, else a geometric grid on
+    ``[t_min, horizon]`` with as many steps as the budget pays for
+    (:func:`steps_for_budget`).
+
+    Examples
+    --------
+    >>> budget_grid(8, None, horizon=4.0, t_min=1e-3, cost_per_step=2).shape
+    (5,)
+    """
+    if times is None:
+        num_steps = steps_for_budget(
+            prior_nfe_budget,
+            cost_per_step=cost_per_step,
+            initial_cost=initial_cost,
+            step=step,
+        )
+        times = geometric_grid(num_steps, horizon, t_min)
+    return validate_grid(times)

@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rtk_blackjax._checks import check_int, check_key, check_positive
-from rtk_blackjax.posterior.base import PosteriorResult
+from rtk_blackjax.posterior.base import PosteriorResult, steps_for_budget
 from rtk_blackjax.posterior.dps import _PARAM_SPREAD_DRAWS, DEFAULT_PARAM_STEP
 from rtk_blackjax.posterior.twisted import Likelihood, _check_likelihood
 from rtk_blackjax.targets.base import Target
@@ -177,15 +177,12 @@ def daps(
             f"ode_sigma_min must be below sigma_min={sigma_min}, got {ode_sigma_min}"
         )
     if num_levels is None:
-        if prior_nfe_budget is None:
-            raise ValueError("give prior_nfe_budget or num_levels")
-        budget = check_int("prior_nfe_budget", prior_nfe_budget, minimum=1)
-        num_levels = budget // num_ode_steps
-        if num_levels < 1:
-            raise ValueError(
-                f"prior_nfe_budget={budget} is too small: one DAPS level costs "
-                f"num_ode_steps={num_ode_steps} prior evaluations"
-            )
+        num_levels = steps_for_budget(
+            prior_nfe_budget,
+            cost_per_step=num_ode_steps,
+            step=f"DAPS level (num_ode_steps={num_ode_steps} ODE steps)",
+            instead="num_levels",
+        )
     num_levels = check_int("num_levels", num_levels, minimum=1)
     levels = annealing_levels(num_levels, sigma_max, sigma_min)
     next_levels = jnp.concatenate([levels[1:], jnp.zeros(1, levels.dtype)])

@@ -46,13 +46,15 @@ from rtk_blackjax._checks import (
     check_positive,
 )
 from rtk_blackjax.diffusion import (
-    geometric_grid,
     ou_mean_coef,
     ou_variance,
     transition_coefs,
-    validate_grid,
 )
-from rtk_blackjax.posterior.base import PosteriorResult, check_linear_gaussian
+from rtk_blackjax.posterior.base import (
+    PosteriorResult,
+    budget_grid,
+    check_linear_gaussian,
+)
 from rtk_blackjax.posterior.twisted import Likelihood, _check_likelihood
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import Array, ArrayLike, PRNGKey
@@ -68,18 +70,14 @@ _PARAM_SPREAD_DRAWS = 256
 
 
 def _grid(prior_nfe_budget, times, horizon, t_min) -> Array:
-    if times is None:
-        if prior_nfe_budget is None:
-            raise ValueError("give prior_nfe_budget or an explicit times grid")
-        budget = check_int("prior_nfe_budget", prior_nfe_budget, minimum=1)
-        steps = budget // 2
-        if steps < 1:
-            raise ValueError(
-                f"prior_nfe_budget={prior_nfe_budget} is too small: one DPS step "
-                "costs 2 prior evaluations (score + VJP)"
-            )
-        times = geometric_grid(steps, horizon, t_min)
-    return validate_grid(times)
+    return budget_grid(
+        prior_nfe_budget,
+        times,
+        horizon=horizon,
+        t_min=t_min,
+        cost_per_step=2,
+        step="DPS step (score + VJP)",
+    )
 
 
 def dps(

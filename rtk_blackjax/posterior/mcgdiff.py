@@ -59,11 +59,7 @@ from blackjax.smc.ess import ess as effective_sample_size
 from blackjax.smc.resampling import systematic
 
 from rtk_blackjax._checks import check_int, check_key, check_positive
-from rtk_blackjax.diffusion import (
-    geometric_grid,
-    validate_grid,
-)
-from rtk_blackjax.posterior.base import PosteriorResult
+from rtk_blackjax.posterior.base import PosteriorResult, budget_grid
 from rtk_blackjax.posterior.twisted import Likelihood
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import Array, ArrayLike, PRNGKey
@@ -366,15 +362,12 @@ def mcgdiff(
         raise TypeError(f"prior must be an rtk_blackjax Target, got {type(prior)!r}")
     dim = check_int("dim", dim, minimum=1)
     num_particles = check_int("num_particles", num_particles, minimum=2)
-    if times is None:
-        if prior_nfe_budget is None:
-            raise ValueError("give prior_nfe_budget or an explicit times grid")
-        budget = check_int("prior_nfe_budget", prior_nfe_budget, minimum=1)
-        times = geometric_grid(budget, horizon, t_min)
-    else:
+    if times is not None:
         horizon = check_positive("horizon", horizon)
         t_min = check_positive("t_min", t_min)
-    times = validate_grid(times)
+    times = budget_grid(
+        prior_nfe_budget, times, horizon=horizon, t_min=t_min, cost_per_step=1
+    )
     A, resid, sigma2, log_jac, setup_evals = _form(likelihood, dim)
     dtype = jnp.result_type(float)
 

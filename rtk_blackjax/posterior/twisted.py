@@ -80,13 +80,11 @@ from rtk_blackjax._checks import (
     check_positive,
 )
 from rtk_blackjax.diffusion import (
-    geometric_grid,
     ou_mean_coef,
     ou_variance,
     transition_coefs,
-    validate_grid,
 )
-from rtk_blackjax.posterior.base import PosteriorResult
+from rtk_blackjax.posterior.base import PosteriorResult, budget_grid
 from rtk_blackjax.segment import gaussian_approximation
 from rtk_blackjax.targets.analytic import mixture_variance
 from rtk_blackjax.targets.base import Target
@@ -464,18 +462,15 @@ def _run(
     dim = check_int("dim", dim, minimum=1)
     likelihood = _check_likelihood(likelihood)
     num_particles = check_int("num_particles", num_particles, minimum=2)
-    if times is None:
-        if prior_nfe_budget is None:
-            raise ValueError("give prior_nfe_budget or an explicit times grid")
-        budget = check_int("prior_nfe_budget", prior_nfe_budget, minimum=1)
-        segments = (budget - initial_cost) // cost_per_segment
-        if segments < 1:
-            raise ValueError(
-                f"prior_nfe_budget={budget} is too small: one segment needs "
-                f"{initial_cost + cost_per_segment} prior evaluations"
-            )
-        times = geometric_grid(segments, horizon, t_min)
-    times = validate_grid(times)
+    times = budget_grid(
+        prior_nfe_budget,
+        times,
+        horizon=horizon,
+        t_min=t_min,
+        cost_per_step=cost_per_segment,
+        initial_cost=initial_cost,
+        step="segment",
+    )
     num_segments = int(times.shape[0]) - 1
     config = config._replace(prior_variance=_default_variance(prior, prior_variance))
     run = _RUNS.get(
