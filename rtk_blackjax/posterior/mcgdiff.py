@@ -58,6 +58,7 @@ import numpy as np
 from blackjax.smc.ess import ess as effective_sample_size
 from blackjax.smc.resampling import systematic
 
+from rtk_blackjax._cache import ProgramCache, by_identity
 from rtk_blackjax._checks import check_int, check_key, check_positive
 from rtk_blackjax.posterior.base import PosteriorResult, budget_grid
 from rtk_blackjax.posterior.twisted import Likelihood
@@ -230,7 +231,22 @@ def _schedule(times: np.ndarray, ybar: np.ndarray, sig2: np.ndarray, dim: int):
     return active, mean, var, tau, tau_idx, kappa
 
 
-def _build(prior: Target, V: Array, times: Array, active, mean, var, n: int):
+def _build(prior: Target, n: int):
+    """The compiled MCGdiff run for ``prior`` and ``n`` particles.
+
+    The problem (the rotation ``V``, the grid and the pinned potentials) is an
+    argument, not a constant of the program, so a second observation, operator or
+    grid of the same shapes reuses it (:data:`_RUNS`).
+    """
+
+    def run(rng_key, V, times, active, mean, var):
+        return _run_particles(prior, n, rng_key, V, times, active, mean, var)
+
+    return jax.jit(run)
+
+
+def _run_particles(prior: Target, n: int, rng_key, V, times, active, mean, var):
+    """``n`` particles through the pinned reverse diffusion (traced by :func:`_build`)."""
     dim = V.shape[0]
 
     def score_bar(xb, t):
@@ -271,29 +287,21 @@ def _build(prior: Target, V: Array, times: Array, active, mean, var, n: int):
         xb_new = jax.vmap(lambda kk, mm: propagate(kk, mm, kv, k + 1))(keys, m[idx])
         return (key, xb_new, log_z + incr), (ess, incr)
 
-    @jax.jit
-    def run(rng_key):
-        k_init, k_loop = jax.random.split(rng_key)
-        dtype = V.dtype
-        # the horizon's N(0, I) is the first "kernel": its product with the
-        # potentials guided there; the weight (the same for every particle) is
-        # the predictive N(0; a_T ȳ, 1 + g-variance)
-        zero = jnp.zeros((dim,), dtype)
-        one = jnp.ones((), dtype)
-        log_z0 = jnp.sum(
-            jnp.where(active[0], _log_normal(zero, mean[0], 1 + var[0]), 0)
-        )
-        xb = jax.vmap(lambda kk: propagate(kk, zero, one, 0))(
-            jax.random.split(k_init, n)
-        )
-        (_, xb, log_z), (ess, incr) = jax.lax.scan(
-            step, (k_loop, xb, log_z0), jnp.arange(times.shape[0] - 1)
-        )
-        x = xb @ V.T
-        finite = jnp.all(jnp.isfinite(x)) & jnp.isfinite(log_z)
-        return x, log_z, ess, finite
-
-    return run
+    k_init, k_loop = jax.random.split(rng_key)
+    dtype = V.dtype
+    # the horizon's N(0, I) is the first "kernel": its product with the
+    # potentials guided there; the weight (the same for every particle) is
+    # the predictive N(0; a_T ȳ, 1 + g-variance)
+    zero = jnp.zeros((dim,), dtype)
+    one = jnp.ones((), dtype)
+    log_z0 = jnp.sum(jnp.where(active[0], _log_normal(zero, mean[0], 1 + var[0]), 0))
+    xb = jax.vmap(lambda kk: propagate(kk, zero, one, 0))(jax.random.split(k_init, n))
+    (_, xb, log_z), (ess, incr) = jax.lax.scan(
+        step, (k_loop, xb, log_z0), jnp.arange(times.shape[0] - 1)
+    )
+    x = xb @ V.T
+    finite = jnp.all(jnp.isfinite(x)) & jnp.isfinite(log_z)
+    return x, log_z, ess, finite
 
 
 def mcgdiff(
@@ -380,16 +388,17 @@ def mcgdiff(
     sig2 = sigma2 / S[:r] ** 2
     t64 = np.asarray(times, np.float64)
     active, mean, var, tau, tau_idx, _ = _schedule(t64, ybar, sig2, dim)
-    run = _build(
-        prior,
+    run = _RUNS.get(
+        (by_identity(prior), num_particles), lambda: _build(prior, num_particles)
+    )
+    x, log_z, ess, finite = run(
+        rng_key,
         jnp.asarray(Vt.T, dtype),
         jnp.asarray(t64, dtype),
         jnp.asarray(active),
         jnp.asarray(mean, dtype),
         jnp.asarray(var, dtype),
-        num_particles,
     )
-    x, log_z, ess, finite = run(rng_key)
     if not bool(finite):
         raise FloatingPointError("mcgdiff produced non-finite particles or weights")
     # log p(y): the pins are N(ȳ_i; x_τ / a_τ, δ_i²) / a_τ (hence + log a_τ), ȳ_i =
@@ -417,3 +426,7 @@ def mcgdiff(
         acceptance={},
         extras=extras,
     )
+
+
+# Compiled runs by (prior, particle count); the problem is data (see _build).
+_RUNS = ProgramCache(16)
