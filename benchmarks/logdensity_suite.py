@@ -525,10 +525,10 @@ def run_rtk(target: Target, key: jax.Array, cfg: Config) -> Draws:
         x,
         np.full(len(x), 1.0 / len(x)),
         min_ess(x[:m].reshape(4, m // 4, -1)),
-        # Pilot and the Stein check's one gradient per draw included.
+        # Pilot and the checks of the draws (Stein, drift) included.
         int(out.result.num_evaluations) * n
         + int(out.pilot_evaluations)
-        + (0 if out.stein is None else out.stein.num_evaluations),
+        + out.check_evaluations,
         info={
             "pilot_mismatch": None if pilot is None else list(pilot.mismatch),
             "pilot_converged": None if pilot is None else pilot.converged,
@@ -537,6 +537,8 @@ def run_rtk(target: Target, key: jax.Array, cfg: Config) -> Draws:
             if out.stein is None
             else [float(out.stein.ratio.min()), float(out.stein.ratio.max())],
             "stein_violated": None if out.stein is None else out.stein.violated,
+            "drift_z": None if out.drift is None else out.drift.z,
+            "drift_violated": None if out.drift is None else out.drift.violated,
             "pilot_evaluations": int(out.pilot_evaluations),
             "nfe_per_sample": int(out.result.num_evaluations),
         },

@@ -319,3 +319,18 @@ def test_nuts_prior_nfe_is_the_real_count():
         num_warmup=10,
     )
     assert res.prior_nfe * 10 == counter.nfe()
+
+
+def test_checks_of_the_draws_count_their_evaluations():
+    # sample_logdensity's checks of the final draws: Stein's identity (one
+    # gradient per draw) and the drift check (MALA from every draw, plus its
+    # step tuning), each compared with what ran.
+    from rtk_blackjax.mcmc.logdensity import drift_check, stein_check
+
+    draws = jax.random.normal(jax.random.key(0), (5, 2))
+    counter = Counter()
+    logp = counter.function(lambda x: -0.5 * jnp.sum(x**2))
+    assert stein_check(logp, draws).num_evaluations == counter.nfe()
+    counter.reset()
+    check = drift_check(jax.random.key(1), logp, draws, num_steps=3)
+    assert check.num_evaluations == counter.nfe()

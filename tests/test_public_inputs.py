@@ -581,6 +581,16 @@ CASES = {
             ("samples", np.full((3, 2), np.nan), V),
         ],
     ),
+    "rtk_blackjax.mcmc.logdensity.drift_check": Case(
+        dict(rng_key=KEY, logdensity_fn=logdensity_fn, samples=SAMPLES),
+        [
+            ("rng_key", 0, T),
+            ("logdensity_fn", 1, T),
+            ("samples", SAMPLES[0], V),
+            ("samples", np.full((3, 2), np.nan), V),
+            ("num_steps", 0, V),
+        ],
+    ),
     "rtk_blackjax.mcmc.logdensity.shrunk_covariance": Case(
         dict(samples=SAMPLES),
         [

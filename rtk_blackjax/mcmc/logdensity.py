@@ -112,6 +112,8 @@ __all__ = [
     "spread_mismatch",
     "SteinCheck",
     "stein_check",
+    "DriftCheck",
+    "drift_check",
     "MODEL_NUM_IMPORTANCE",
     "MODEL_NUM_INNER_STEPS",
     "model_schedule",
@@ -563,6 +565,172 @@ def _warn_on_stein(check: SteinCheck) -> None:
             "a funnel)"
             + (
                 f"; the gradient was not finite at {check.num_nonfinite} draws"
+                if check.num_nonfinite
+                else ""
+            ),
+            ScaleWarning,
+            stacklevel=caller_stacklevel(),
+        )
+
+
+# A drift beyond this many standard errors flags the draws (one scalar test).
+DRIFT_Z_THRESHOLD = 4.0
+DRIFT_NUM_STEPS = 50
+# The check's MALA step: the largest on a doubling ladder whose acceptance on a
+# subset of the draws is at least this. Any step leaves p invariant (the test
+# stays valid); a larger one moves the draws further, which is the test's power.
+DRIFT_TARGET_ACCEPTANCE = 0.25
+_DRIFT_STEP_LADDER = 1e-3 * 2.0 ** np.arange(13)  # 0.001 ... 4.1
+_DRIFT_TUNING_DRAWS = 256
+_DRIFT_TUNING_STEPS = 5
+
+
+class DriftCheck(NamedTuple):
+    """How far the draws' log density drifts under a ``p``-invariant kernel
+    (:func:`drift_check`).
+
+    z
+        ``mean / se`` of ``Δ_i = log p(x_i after) - log p(x_i)``: about
+        ``N(0, 1)`` when the draws come from ``p``; negative when they sit where
+        ``p`` is higher than it should be (too narrow, or a missed
+        high-density region such as a funnel's neck), positive when too wide.
+    mean_change
+        ``mean_i Δ_i``, in nats.
+    step_size
+        The MALA step used.
+    acceptance
+        Mean MALA acceptance over the check's steps.
+    num_steps
+        MALA steps run from each draw.
+    num_evaluations
+        Log-density-and-gradient evaluations spent (tuning included).
+    num_nonfinite
+        Draws whose log density (before or after) was not finite.
+    """
+
+    z: float
+    mean_change: float
+    step_size: float
+    acceptance: float
+    num_steps: int
+    num_evaluations: int
+    num_nonfinite: int = 0
+
+    @property
+    def violated(self) -> bool:
+        """The drift is beyond :data:`DRIFT_Z_THRESHOLD` standard errors."""
+        return self.num_nonfinite > 0 or abs(self.z) > DRIFT_Z_THRESHOLD
+
+
+def _mala_drift(logdensity_fn: Callable, num_steps: int) -> Callable:
+    """``(keys, x, step) -> (Δ log p, acceptance)`` per draw, ``num_steps`` MALA
+    steps each (one compiled program for every step size)."""
+    kernel = blackjax.mala.build_kernel()
+
+    def chain(key, x0, step_size):
+        start = blackjax.mala.init(x0, logdensity_fn)
+
+        def one_step(state, k):
+            state, info = kernel(k, state, logdensity_fn, step_size)
+            return state, info.acceptance_rate
+
+        end, acceptance = jax.lax.scan(
+            one_step, start, jax.random.split(key, num_steps)
+        )
+        return end.logdensity - start.logdensity, jnp.mean(acceptance)
+
+    return jax.jit(jax.vmap(chain, in_axes=(0, 0, None)))
+
+
+def drift_check(
+    rng_key: PRNGKey,
+    logdensity_fn: Callable[[Array], Array],
+    samples: ArrayLike,
+    *,
+    num_steps: int = DRIFT_NUM_STEPS,
+) -> DriftCheck:
+    """Run a ``p``-invariant MALA kernel from every draw and test its drift.
+
+    If the draws are independent draws of ``p``, so are the draws after any
+    number of steps of a kernel that leaves ``p`` invariant, whatever its step
+    size: the change ``Δ_i`` of each draw's log density has mean exactly 0, and
+    ``z = mean(Δ) / se(Δ)`` is about standard normal. Draws that miss part of
+    ``p`` relax towards it and drift. Metropolis rejection bounds each move,
+    so the test stays sharp where the density's gradient is heavy-tailed and
+    :func:`stein_check`'s standard errors are large (Neal's funnel: Stein at
+    3.6 standard errors, this check at 8.8 on the same draws). Like Stein's
+    identity it cannot see wrong weights of well-separated modes: no chain
+    crosses between them in ``num_steps`` steps.
+
+    The step is the largest of a doubling ladder (0.001 to 4) whose acceptance
+    over a few steps on a subset of the draws is at least
+    :data:`DRIFT_TARGET_ACCEPTANCE`; it is meant for standardised coordinates
+    (unit scale), as :func:`sample_logdensity` uses.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> logp = lambda x: -0.5 * jnp.sum(x**2)
+    >>> good = jax.random.normal(jax.random.key(0), (2000, 3))
+    >>> key = jax.random.key(1)
+    >>> drift_check(key, logp, good).violated, drift_check(key, logp, 0.8 * good).violated
+    (False, True)
+    """
+    rng_key = check_key("rng_key", rng_key)
+    check_callable("logdensity_fn", logdensity_fn, "x -> log density")
+    x = _check_draws("samples", samples)
+    num_steps = check_int("num_steps", num_steps, minimum=1)
+    key_tune, key_run = jax.random.split(rng_key)
+    num = x.shape[0]
+    subset = x[: min(num, _DRIFT_TUNING_DRAWS)]
+    tune = _mala_drift(logdensity_fn, _DRIFT_TUNING_STEPS)
+    tune_keys = jax.random.split(key_tune, subset.shape[0])
+    step_size = float(_DRIFT_STEP_LADDER[0])
+    for h in _DRIFT_STEP_LADDER:
+        _, acceptance = tune(tune_keys, subset, jnp.asarray(h, x.dtype))
+        if float(jnp.mean(acceptance)) >= DRIFT_TARGET_ACCEPTANCE:
+            step_size = float(h)
+    delta, acceptance = _mala_drift(logdensity_fn, num_steps)(
+        jax.random.split(key_run, num), x, jnp.asarray(step_size, x.dtype)
+    )
+    delta = np.asarray(delta, np.float64)
+    finite = np.isfinite(delta)
+    # one value and gradient at each start and per step, tuning included
+    evaluations = num * (1 + num_steps) + len(_DRIFT_STEP_LADDER) * subset.shape[0] * (
+        1 + _DRIFT_TUNING_STEPS
+    )
+    if finite.sum() < 2:
+        raise FloatingPointError(
+            f"the log density is not finite at {int((~finite).sum())} of {num} "
+            "draws (or after MALA steps from them); check logdensity_fn"
+        )
+    kept = delta[finite]
+    se = kept.std(ddof=1) / np.sqrt(kept.size)
+    return DriftCheck(
+        float(kept.mean() / se) if se > 0 else 0.0,
+        float(kept.mean()),
+        step_size,
+        float(np.mean(np.asarray(acceptance))),
+        num_steps,
+        int(evaluations),
+        int((~finite).sum()),
+    )
+
+
+def _warn_on_drift(check: DriftCheck) -> None:
+    from rtk_blackjax.run.policy import caller_stacklevel
+
+    if check.violated:
+        direction = "too narrow" if check.mean_change < 0 else "too wide"
+        warnings.warn(
+            f"the draws are not stationary under a p-invariant MALA kernel: their "
+            f"log density drifts by {check.mean_change:+.3g} nats ({check.z:+.1f} "
+            f"standard errors) in {check.num_steps} steps (the draws look "
+            f"{direction}: e.g. a missed funnel neck or an under-estimated spread)."
+            " Remedies: more num_pilot_rounds, a finer grid, or reparameterise the "
+            "model (numpyro.infer.reparam.LocScaleReparam for a funnel)"
+            + (
+                f"; the log density was not finite at {check.num_nonfinite} draws"
                 if check.num_nonfinite
                 else ""
             ),
@@ -1298,6 +1466,9 @@ class LogDensitySamples(NamedTuple):
     stein
         :class:`SteinCheck` of the final draws (``None`` with
         ``check_draws=False``).
+    drift
+        :class:`DriftCheck` of the final draws (``None`` with
+        ``check_draws=False``).
     """
 
     samples: Array
@@ -1305,11 +1476,17 @@ class LogDensitySamples(NamedTuple):
     pilot: PilotResult | None
     mismatch: float | None
     stein: SteinCheck | None = None
+    drift: DriftCheck | None = None
 
     @property
     def pilot_evaluations(self) -> int:
         """Evaluations the pilot rounds spent (all particles together)."""
         return 0 if self.pilot is None else self.pilot.num_evaluations
+
+    @property
+    def check_evaluations(self) -> int:
+        """Evaluations the checks of the final draws spent (Stein and drift)."""
+        return _check_evaluations(self.stein, self.drift)
 
 
 class ModelSamples(NamedTuple):
@@ -1333,6 +1510,9 @@ class ModelSamples(NamedTuple):
     stein
         :class:`SteinCheck` of the final draws (``None`` with
         ``check_draws=False``).
+    drift
+        :class:`DriftCheck` of the final draws (``None`` with
+        ``check_draws=False``).
     """
 
     samples: dict
@@ -1342,6 +1522,16 @@ class ModelSamples(NamedTuple):
     pilot: PilotResult | None = None
     mismatch: float | None = None
     stein: SteinCheck | None = None
+    drift: DriftCheck | None = None
+
+    @property
+    def check_evaluations(self) -> int:
+        """Evaluations the checks of the final draws spent (Stein and drift)."""
+        return _check_evaluations(self.stein, self.drift)
+
+
+def _check_evaluations(stein: SteinCheck | None, drift: DriftCheck | None) -> int:
+    return sum(c.num_evaluations for c in (stein, drift) if c is not None)
 
 
 def _check_final_spread(z_samples: Array, finite: Array) -> float:
@@ -1397,8 +1587,10 @@ def sample_logdensity(
     target's spread (``docs/logdensity_scale.md``). With ``check_draws`` (the
     default) the final draws are also checked against Stein's identity
     (:func:`stein_check`, one gradient per draw, counted in
-    ``stein.num_evaluations``), which catches what the spread check cannot (a
-    funnel's missed neck) and warns likewise.
+    ``stein.num_evaluations``) and for stationarity under a ``p``-invariant MALA
+    kernel (:func:`drift_check`, about 50 evaluations per draw, counted in
+    ``drift.num_evaluations``), which catch what the spread check cannot (a
+    funnel's missed neck) and warn likewise.
 
     Examples
     --------
@@ -1467,20 +1659,23 @@ def sample_logdensity(
         result.times,
         "pass a finer grid (times with more, shorter segments)",
     )
-    mismatch, stein = None, None
+    mismatch, stein, drift = None, None, None
     if affine is not None:
         mismatch = _check_final_spread(result.samples, result.finite)
     finite = np.asarray(result.finite)
     if check_draws and finite.sum() >= 2:
         # In the coordinates the run used: for a standardised run the fit's
-        # axes, where each coordinate is one of its principal directions.
-        stein = stein_check(
-            algorithm_logdensity, jnp.asarray(np.asarray(result.samples)[finite])
-        )
+        # axes, where each coordinate is one of its principal directions (and
+        # the scale is about one, what the drift check's step ladder assumes).
+        draws = jnp.asarray(np.asarray(result.samples)[finite])
+        stein = stein_check(algorithm_logdensity, draws)
         _warn_on_stein(stein)
+        # its own key: the run's draws do not depend on whether it is checked
+        drift = drift_check(jax.random.fold_in(rng_key, 3), algorithm_logdensity, draws)
+        _warn_on_drift(drift)
     if affine is not None:
         result = result._replace(samples=unstandardise(affine, result.samples))
-    return LogDensitySamples(result.samples, result, pilot, mismatch, stein)
+    return LogDensitySamples(result.samples, result, pilot, mismatch, stein, drift)
 
 
 def sample_model(
@@ -1546,4 +1741,5 @@ def sample_model(
         out.pilot,
         out.mismatch,
         out.stein,
+        out.drift,
     )
