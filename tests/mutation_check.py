@@ -178,6 +178,41 @@ MUTATIONS = [
         ),
         "ULD 100x under-damped (still invariant: a mixing bug)",
     ),
+    Mutation(
+        "drift-check-kernel-frozen",
+        "rtk_blackjax/mcmc/logdensity.py",
+        "            state, info = kernel(k, state, logdensity_fn, step_size)\n",
+        "            state, info = kernel(k, state, logdensity_fn, 0.0 * step_size)\n",
+        (
+            "tests/adapters/test_logdensity.py::"
+            "test_drift_check_is_calibrated_and_sees_a_wrong_spread",
+        ),
+        "the drift check's MALA chains never move (every draw passes)",
+    ),
+    Mutation(
+        "drift-check-not-run",
+        "rtk_blackjax/mcmc/logdensity.py",
+        "        _warn_on_drift(drift)\n",
+        "        pass\n",
+        (
+            "tests/adapters/test_logdensity.py::"
+            "test_the_funnel_run_stein_missed_is_flagged_by_the_drift_check",
+        ),
+        "sample_logdensity computes the drift check but never warns",
+    ),
+    Mutation(
+        "stein-sign-flipped",
+        "rtk_blackjax/mcmc/logdensity.py",
+        "    products = -np.asarray(grads * (x - x.mean(0)), dtype=np.float64)\n",
+        "    products = np.asarray(grads * (x - x.mean(0)), dtype=np.float64)\n",
+        (
+            "tests/adapters/test_logdensity.py::"
+            "test_drift_and_stein_see_different_parts_of_a_funnel",
+            "tests/adapters/test_logdensity.py::"
+            "test_stein_check_is_one_for_exact_draws_of_a_mixture",
+        ),
+        "Stein's ratio with the wrong sign (-1 for exact draws)",
+    ),
 ]
 
 
