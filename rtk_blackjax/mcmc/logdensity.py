@@ -592,8 +592,8 @@ class DriftCheck(NamedTuple):
     z
         ``mean / se`` of ``Δ_i = log p(x_i after) - log p(x_i)``: about
         ``N(0, 1)`` when the draws come from ``p``; negative when they sit where
-        ``p`` is higher than it should be (too narrow, or a missed
-        high-density region such as a funnel's neck), positive when too wide.
+        ``p`` is higher than it should be (too narrow, e.g. a funnel's wide
+        mouth missed), positive when lower (too wide).
     mean_change
         ``mean_i Δ_i``, in nats.
     step_size
@@ -721,12 +721,16 @@ def _warn_on_drift(check: DriftCheck) -> None:
     from rtk_blackjax.run.policy import caller_stacklevel
 
     if check.violated:
-        direction = "too narrow" if check.mean_change < 0 else "too wide"
+        if check.mean_change < 0:
+            looks = (
+                "too narrow: e.g. an under-estimated spread, a funnel's mouth missed"
+            )
+        else:
+            looks = "too wide, or missing a high-density region"
         warnings.warn(
             f"the draws are not stationary under a p-invariant MALA kernel: their "
             f"log density drifts by {check.mean_change:+.3g} nats ({check.z:+.1f} "
-            f"standard errors) in {check.num_steps} steps (the draws look "
-            f"{direction}: e.g. a missed funnel neck or an under-estimated spread)."
+            f"standard errors) in {check.num_steps} steps (the draws look {looks})."
             " Remedies: more num_pilot_rounds, a finer grid, or reparameterise the "
             "model (numpyro.infer.reparam.LocScaleReparam for a funnel)"
             + (

@@ -447,3 +447,17 @@ def test_standardise_round_trip_and_spread_mismatch():
     # Ledoit-Wolf keeps a small-sample covariance away from singular
     few = jax.random.normal(jax.random.key(2), (12, 10))
     assert float(jnp.linalg.eigvalsh(shrunk_covariance(few)).min()) > 0.1
+
+
+@pytest.mark.parametrize(
+    "mean_change, looks", [(-0.5, "too narrow"), (0.5, "too wide")]
+)
+def test_drift_warning_names_the_direction(mean_change, looks):
+    from rtk_blackjax.mcmc.logdensity import DriftCheck, _warn_on_drift
+
+    check = DriftCheck(8 * np.sign(mean_change), mean_change, 0.1, 0.3, 50, 1000)
+    with pytest.warns(ScaleWarning, match=f"not stationary.*look {looks}"):
+        _warn_on_drift(check)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ScaleWarning)
+        _warn_on_drift(check._replace(z=1.0))  # within the threshold: silent
