@@ -658,7 +658,7 @@ def drift_check(
     ``p`` relax towards it and drift. Metropolis rejection bounds each move,
     so the test stays sharp where the density's gradient is heavy-tailed and
     :func:`stein_check`'s standard errors are large (Neal's funnel: Stein at
-    3.6 standard errors, this check at 8.8 on the same draws). Like Stein's
+    3.6 standard errors, this check at -6.8 on the same draws). Like Stein's
     identity it cannot see wrong weights of well-separated modes: no chain
     crosses between them in ``num_steps`` steps.
 

@@ -397,7 +397,7 @@ def test_the_funnel_run_stein_missed_is_flagged_by_the_drift_check():
     # The run of benchmarks/logdensity_suite.py (funnel d = 10, seed 0, 4000
     # draws, defaults) whose sds were 0.13-0.52 of the truth: Stein's identity
     # stayed within its thresholds (0.82 at 3.6 standard errors), the drift
-    # check sees it (z = -8.8 when measured).
+    # check sees it (z = -6.8 when measured).
     import numpyro
     import numpyro.distributions as dist
 
