@@ -1594,7 +1594,7 @@ def sample_logdensity(
     ``stein.num_evaluations``) and for stationarity under a ``p``-invariant MALA
     kernel (:func:`drift_check`, about 50 evaluations per draw, counted in
     ``drift.num_evaluations``), which catch what the spread check cannot (a
-    funnel's missed neck) and warn likewise.
+    funnel's missed neck: Stein; its missed mouth: drift) and warn likewise.
 
     Examples
     --------
