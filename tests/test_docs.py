@@ -5,13 +5,17 @@ Every fenced ```python block of a file runs, in order, in one namespace per file
 just above a block:
 
 * ``<!-- slow -->``: the block is heavy; it runs in the slow set
-  (``pytest.mark.slow``) with everything before it in that file;
+  (``pytest.mark.slow``) with everything after it in that file;
 * ``<!-- not-run: reason -->``: the block cannot run in the suite (it needs a
   GPU, a download, a trained network, ...); the reason is shown in the skip.
 
-A file's blocks are one test per block: block ``i`` re-runs blocks ``0..i-1`` of
-its file (those that are runnable) in a fresh namespace first, so each test
-stands alone and the first broken block is the failing test.
+One test per block, so the first broken block is the failing test. The blocks
+of a file run once each: test ``i`` continues the namespace that test ``i - 1``
+left (pytest runs a file's cases in order). A test run on its own, after a
+skipped or failed block, or after a deselected one, first replays blocks
+``0..i-1`` in a fresh namespace, so each test still stands alone. (Replaying
+every earlier block in every test made the doc tests quadratic in the number of
+blocks: README's first block ran seven times.)
 """
 
 import os
@@ -46,6 +50,10 @@ def _blocks(path: Path) -> list[tuple[int, str, str | None]]:
     return out
 
 
+def _runnable(marker: str | None) -> bool:
+    return not (marker and marker.startswith("not-run:"))
+
+
 def _cases():
     for path in FILES:
         blocks = _blocks(path)
@@ -53,21 +61,38 @@ def _cases():
             marks = []
             if marker == "slow" or any(m == "slow" for _, _, m in blocks[:i]):
                 marks.append(pytest.mark.slow)
-            if marker and marker.startswith("not-run:"):
+            if not _runnable(marker):
                 reason = marker[len("not-run:") :].strip()
                 marks.append(pytest.mark.skip(reason=f"not runnable: {reason}"))
             rel = path.relative_to(ROOT)
             yield pytest.param(path, i, marks=marks, id=f"{rel}:{lineno}")
 
 
+# path -> (namespace, index of the last block run into it, working directory)
+_progress: dict[Path, tuple[dict, int, Path]] = {}
+
+
+def _run_block(path: Path, lineno: int, code: str, namespace: dict) -> None:
+    exec(compile(code, f"{path.name}:{lineno}", "exec"), namespace)  # noqa: S102
+
+
 @pytest.mark.parametrize("path, index", list(_cases()))
-def test_docs_block_runs(path, index, tmp_path, monkeypatch):
+def test_docs_block_runs(path, index, tmp_path_factory, monkeypatch):
     matplotlib.use("Agg")
-    monkeypatch.chdir(tmp_path)  # blocks that write files write them here
     monkeypatch.setenv("JAX_PLATFORMS", os.environ.get("JAX_PLATFORMS", "cpu"))
     blocks = _blocks(path)
-    namespace = {"__name__": "__docs__"}
-    for lineno, code, marker in blocks[: index + 1]:
-        if marker and marker.startswith("not-run:"):
-            continue
-        exec(compile(code, f"{path.name}:{lineno}", "exec"), namespace)  # noqa: S102
+    # Blocks skipped as not runnable between the last one run and this one do
+    # not break the chain: they would not have run in a replay either.
+    namespace, done, workdir = _progress.pop(path, (None, -1, None))
+    skipped_since = all(not _runnable(m) for _, _, m in blocks[done + 1 : index])
+    if namespace is None or not skipped_since:
+        namespace, done = {"__name__": "__docs__"}, -1
+        # One working directory per file: a block may read what an earlier one wrote.
+        workdir = tmp_path_factory.mktemp(path.stem)
+    monkeypatch.chdir(workdir)
+    for lineno, code, marker in blocks[done + 1 : index + 1]:
+        if _runnable(marker):
+            _run_block(path, lineno, code, namespace)
+    # Only reached when every block up to ``index`` ran: a failure leaves no
+    # progress behind, so the next test replays from a fresh namespace.
+    _progress[path] = (namespace, index, workdir)
