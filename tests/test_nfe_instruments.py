@@ -334,3 +334,38 @@ def test_checks_of_the_draws_count_their_evaluations():
     counter.reset()
     check = drift_check(jax.random.key(1), logp, draws, num_steps=3)
     assert check.num_evaluations == counter.nfe()
+
+
+def test_sample_logdensity_reports_every_evaluation_it_spends():
+    # The whole budget of sample_logdensity (pilot rounds, final run, checks of
+    # the draws) against one instrument around the user's log density. The
+    # library counts per particle; a run whose particles all start at the same
+    # point (every standardised pilot round and the final run: the fit's mean)
+    # evaluates that start once for all of them, so the instrument sees
+    # particles - 1 fewer evaluations per such run than the per-particle sum.
+    from rtk_blackjax.mcmc.logdensity import sample_logdensity
+
+    counter = Counter()
+    scales = jnp.array([4.0, 0.25])
+    logp = counter.function(lambda x: -0.5 * jnp.sum((x - 1.0) ** 2 / scales))
+    particles, draws = 4, 3
+    out = sample_logdensity(
+        jax.random.key(0),
+        logp,
+        2,
+        num_samples=draws,
+        num_pilot_rounds=2,
+        pilot_particles=particles,
+        times=jnp.array([3.0, 1.0, 0.3, 0.0]),
+        num_importance=[3, 2, 0],
+        num_inner_steps=[1, 2, 1],
+    )
+    reported = (
+        out.pilot_evaluations
+        + draws * out.result.num_evaluations
+        + out.check_evaluations
+    )
+    standardised_rounds = len(out.pilot.mismatch)
+    assert standardised_rounds == 1 and out.check_evaluations > 0
+    shared_starts = standardised_rounds * (particles - 1) + (draws - 1)
+    assert reported - shared_starts == counter.nfe()

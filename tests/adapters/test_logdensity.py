@@ -256,12 +256,19 @@ def test_standardised_sample_model_recovers_an_ill_conditioned_gaussian():
     assert np.all(mean_err < 4 / np.sqrt(n)), mean_err
     assert out.pilot.converged and out.mismatch <= SCALE_TOLERANCE
     # Negative control: the same run in the target's own coordinates (the
-    # reference only shapes the proposals) misses the wide directions.
+    # reference only shapes the proposals) misses the wide directions. Without
+    # standardisation the pilot has no convergence test and runs all its rounds,
+    # so the control is cut to 3 rounds and 500 draws (its tolerance is the one
+    # of 500 draws; measured: sd ratio 0.83 along the widest direction).
+    m = 500
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        plain = sample_model(jax.random.key(0), model, num_samples=n, standardise=False)
+        plain = sample_model(
+            jax.random.key(0), model, num_samples=m, standardise=False,
+            num_pilot_rounds=3,
+        )  # fmt: skip
     ratio, _ = _eigen_errors(plain.samples["x"], mean, basis, sds)
-    assert not np.all(np.abs(ratio - 1) < 4 / np.sqrt(2 * n)), ratio
+    assert not np.all(np.abs(ratio - 1) < 4 / np.sqrt(2 * m)), ratio
     assert plain.pilot.standardisation is None and plain.mismatch is None
 
 
@@ -273,16 +280,20 @@ def test_scale_warning_fires_on_a_misscaled_run_and_not_on_a_healthy_one():
     model, _, _ = _rotated_gaussian_model(sds, seed=1)
     # One pilot round: no standardised round can check its fit, and the final
     # draws' spread disagrees with it.
+    # (check_draws=False in the mis-scaled runs: this test is about the pilot's
+    # and the spread's warnings; Stein's and the drift's have their own tests.)
     with pytest.warns(ScaleWarning, match="draws' spread differs"):
         out = sample_model(
-            jax.random.key(0), model, num_samples=500, num_pilot_rounds=1
-        )
+            jax.random.key(0), model, num_samples=500, num_pilot_rounds=1,
+            check_draws=False,
+        )  # fmt: skip
     assert out.mismatch > SCALE_TOLERANCE
     # Two rounds: the pilot's standardised round was still changing.
     with pytest.warns(ScaleWarning, match="did not settle"):
         out = sample_model(
-            jax.random.key(0), model, num_samples=500, num_pilot_rounds=2
-        )
+            jax.random.key(0), model, num_samples=500, num_pilot_rounds=2,
+            check_draws=False,
+        )  # fmt: skip
     assert out.pilot.converged is False
     # A healthy run (unit-scale target): no ScaleWarning.
     healthy, _, _ = _rotated_gaussian_model(np.array([1.0, 0.5]), seed=1)
