@@ -48,6 +48,7 @@ SKIPPED_MODULES = {
     "rtk_blackjax.run.devices": "internal piece of rb.sample (inputs checked there)",
     "rtk_blackjax.run.layout": "internal piece of rb.sample (inputs checked there)",
     "rtk_blackjax.run.programs": "internal piece of rb.sample (inputs checked there)",
+    "rtk_blackjax.run.memory": "internal piece of rb.sample (memory_budget checked there)",
     "rtk_blackjax.run.policy": "internal piece of rb.sample (inputs checked there)",
     "rtk_blackjax.__main__": "the command line, not an API",
     "rtk_blackjax.benchmarks.sampling": "benchmark scripts (CLI only), not the library",
@@ -368,6 +369,8 @@ CASES = {
             ("num_samples", 1.5, T),
             ("num_samples", 0, V),
             ("dim", 0, V),
+            ("memory_budget", 1.5, T),
+            ("memory_budget", 0, V),
         ],
     ),
     # ----------------------------------------------------------- inner kernels

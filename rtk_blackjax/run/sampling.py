@@ -63,6 +63,7 @@ from rtk_blackjax.run.layout import (
     nfe_of,
     position_template,
 )
+from rtk_blackjax.run.memory import auto_chunk_size, default_memory_budget, tree_bytes
 from rtk_blackjax.run.policy import (
     NONFINITE_POLICIES,
     NonFiniteSamplesError,
@@ -146,6 +147,7 @@ def sample(
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 1,
     checkpoint_callback: Callable[[CheckpointProgress], None] | None = None,
+    memory_budget: int | None = None,
 ) -> SampleResult:
     """Draw ``num_samples`` samples by running every segment of ``algorithm``.
 
@@ -189,11 +191,15 @@ def sample(
         ``"mask"``: return the samples with ``result.finite`` marking the good ones.
     chunk_size
         Particles per device per compiled call. ``None`` (default): the whole run
-        in one call. With a chunk size, a Python loop runs one compiled program on
-        chunks of this fixed shape (the last chunk padded), so device memory is
-        bounded by about two chunks and sample ``i`` is bit-reproducible (see
-        above). Results are NumPy arrays in host memory when there are several
-        chunks.
+        in one call if its working memory fits ``memory_budget``, else chunks
+        chosen to fit it (a multiple of 1024 particles, see
+        :mod:`rtk_blackjax.run.memory`; a checkpointed run keeps the whole run in
+        one call unless given a chunk size). With a chunk size, a Python loop runs
+        one compiled program on chunks of this fixed shape (the last chunk
+        padded), so device memory is bounded by about two chunks and sample ``i``
+        is bit-reproducible (see above): give one for bitwise reproducibility
+        across machines, since the automatic choice depends on the memory free.
+        Results are NumPy arrays in host memory when there are several chunks.
     devices
         Devices to split each chunk across (default: ``jax.local_devices()``).
         Each device runs ``chunk_size`` particles (``ceil(num_samples / ndev)``
@@ -219,6 +225,11 @@ def sample(
     checkpoint_callback
         Called with a :class:`CheckpointProgress` after every save (e.g. to log
         progress or stop a job at a wall-clock limit by raising).
+    memory_budget
+        Bytes per device that a call's working memory may take when
+        ``chunk_size`` is ``None``. Default: half of the device's free memory
+        (on CPUs, half of the host's available memory less what the results
+        will occupy there, split between the devices).
 
     Returns
     -------
@@ -273,6 +284,8 @@ def sample(
                 f"chunk_size must be at most 2**32 (particle indices are uint32), got "
                 f"{chunk_size}"
             )
+    if memory_budget is not None:
+        memory_budget = check_int("memory_budget", memory_budget, minimum=1)
     checkpoint_every = check_int("checkpoint_every", checkpoint_every, minimum=1)
     if checkpoint_dir is not None and not isinstance(
         checkpoint_dir, (str, os.PathLike)
@@ -290,10 +303,20 @@ def sample(
 
     num_segments = algorithm.num_segments
     ndev = len(devices)
+    program = get_program(algorithm, template, return_info, progress_bar)
+    if chunk_size is None and checkpoint_dir is None:
+        # Bounded working memory: chunks only where the whole run would not fit.
+        if memory_budget is None:
+            per_sample = tree_bytes(template)
+            if return_info:
+                per_sample += num_segments * tree_bytes(program.info_shapes)
+            memory_budget = default_memory_budget(devices, num_samples * per_sample)
+        chunk_size = auto_chunk_size(
+            program, rng_key, -(-num_samples // ndev), memory_budget
+        )
     per_device = chunk_size if chunk_size is not None else -(-num_samples // ndev)
     per_call = per_device * ndev
     layout = Layout(num_samples, start_index, per_call, -(-num_samples // per_call))
-    program = get_program(algorithm, template, return_info, progress_bar)
 
     checkpoint = None
     if checkpoint_dir is not None:
