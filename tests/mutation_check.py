@@ -40,6 +40,7 @@ class Mutation(NamedTuple):
 E2E = "tests/test_e2e_statistical.py"
 NFE = "tests/test_nfe_instruments.py"
 POST = "tests/test_e2e_posterior.py"
+TWISTED = "tests/posterior/test_twisted.py"
 
 MUTATIONS = [
     Mutation(
@@ -213,6 +214,50 @@ MUTATIONS = [
         ),
         "Stein's ratio with the wrong sign (-1 for exact draws)",
     ),
+    # The twisted SMC behind rb.posterior.sample (method "smc") and its peer MCGdiff.
+    Mutation(
+        "twisted-weights-not-updated",
+        "rtk_blackjax/posterior/twisted.py",
+        "        logw_new = logw + incr\n",
+        "        logw_new = logw + 0.0 * incr\n",
+        (TWISTED + "::test_smc_weighs_the_modes_of_a_mixture_prior",),
+        "twisted SMC ignores its incremental weights (the twist's proposal alone)",
+    ),
+    Mutation(
+        "twisted-resampling-wrong-indices",
+        "rtk_blackjax/posterior/twisted.py",
+        "do_resample, systematic(k_res, jax.nn.softmax(logw_new), n), jnp.arange(n)",
+        "do_resample, jax.random.randint(k_res, (n,), 0, n), jnp.arange(n)",
+        (TWISTED + "::test_smc_weighs_the_modes_of_a_mixture_prior",),
+        "twisted SMC resamples uniformly (indices not drawn from the weights)",
+    ),
+    Mutation(
+        "twisted-mala-moves-dropped",
+        "rtk_blackjax/posterior/twisted.py",
+        "        if config.num_inner_steps:\n",
+        "        if False:\n",
+        (TWISTED + "::test_smc_on_a_nonlinear_likelihood_matches_the_grid_reference",),
+        "the MALA moves on each tilted segment target switched off",
+    ),
+    Mutation(
+        "twisted-latent-moves-dropped",
+        "rtk_blackjax/posterior/twisted.py",
+        "        if likelihood.num_params and config.num_param_steps:\n",
+        "        if False:\n",
+        (TWISTED + "::test_unknown_sigma_marginal_matches_quadrature",),
+        "resample-move of the latent parameters (sigma) switched off",
+    ),
+    Mutation(
+        "mcgdiff-resampling-wrong-indices",
+        "rtk_blackjax/posterior/mcgdiff.py",
+        "        idx = systematic(k_res, jax.nn.softmax(logw), n)\n",
+        "        idx = jax.random.randint(k_res, (n,), 0, n)\n",
+        (
+            "tests/posterior/test_mcgdiff.py::"
+            "test_gaussian_posterior_and_evidence_match_the_closed_form",
+        ),
+        "MCGdiff resamples uniformly (indices not drawn from the weights)",
+    ),
 ]
 
 
@@ -242,6 +287,10 @@ def run(mutation: Mutation, timeout: int, marker: str) -> tuple[str, float]:
             "-m",
             "pytest",
             "-x",
+            # in-process: with xdist workers, -x ends the run as "interrupted"
+            # (exit code 2) instead of "failed" (1)
+            "-n",
+            "0",
             "-q",
             "-p",
             "no:cacheprovider",
