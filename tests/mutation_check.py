@@ -81,8 +81,8 @@ MUTATIONS = [
     Mutation(
         "dps-guidance-doubled",
         "rtk_blackjax/posterior/dps.py",
-        "x0 = (x + s2_t * (score + zeta * lik_grad)) / a_t",
-        "x0 = (x + s2_t * (score + 2.0 * zeta * lik_grad)) / a_t",
+        "x0 = (x + s2_t * (score + zeta * lik_grad_x)) / a_t",
+        "x0 = (x + s2_t * (score + 2.0 * zeta * lik_grad_x)) / a_t",
         (
             POST + "::test_dps_matches_its_exact_law_and_its_guidance_matters",
             "tests/posterior/test_dps.py",
@@ -230,14 +230,6 @@ MUTATIONS = [
         "do_resample, jax.random.randint(k_res, (n,), 0, n), jnp.arange(n)",
         (TWISTED + "::test_smc_weighs_the_modes_of_a_mixture_prior",),
         "twisted SMC resamples uniformly (indices not drawn from the weights)",
-    ),
-    Mutation(
-        "twisted-mala-moves-dropped",
-        "rtk_blackjax/posterior/twisted.py",
-        "        if config.num_inner_steps:\n",
-        "        if False:\n",
-        (TWISTED + "::test_smc_on_a_nonlinear_likelihood_matches_the_grid_reference",),
-        "the MALA moves on each tilted segment target switched off",
     ),
     Mutation(
         "twisted-latent-moves-dropped",

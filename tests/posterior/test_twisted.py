@@ -238,10 +238,18 @@ def test_smc_weighs_the_modes_of_a_mixture_prior():
         numpyro.sample("y", dist.Normal(x[:1], sigma), obs=y)
 
     n = 2000
-    res = rb.posterior.sample(KEY, model, num_samples=n, prior_nfe=31, y=jnp.array([y]))
-    right = float((np.asarray(res.samples["x"])[:, 0] > 0).mean())
     # resampled draws: n / 3 as the effective size (as above); 4.5 se = 0.067
-    assert abs(right - exact) < 4.5 * math.sqrt(exact * (1 - exact) / (n / 3))
+    tolerance = 4.5 * math.sqrt(exact * (1 - exact) / (n / 3))
+    # With the default ESS threshold this problem never resamples before the
+    # end; resampling at every segment (ess_threshold=1) makes the resampling's
+    # indices matter too (uniform indices: 0.67).
+    for options in ({}, {"ess_threshold": 1.0}):
+        res = rb.posterior.sample(
+            KEY, model, num_samples=n, prior_nfe=31, y=jnp.array([y]),
+            method_options=options,
+        )  # fmt: skip
+        right = float((np.asarray(res.samples["x"])[:, 0] > 0).mean())
+        assert abs(right - exact) < tolerance, (options, right)
 
 
 def test_tds_is_exact_for_its_ddpm_chain_on_a_fine_grid():
