@@ -2,19 +2,19 @@
 
 Without a ``chunk_size``, :func:`~rtk_blackjax.run.sampling.sample` runs all its
 particles in one call, and the call's working memory grows with them: at 10^6
-particles in d = 1000 (float32) the states alone are 8 GB and XLA's temporaries
-several times that, more than a 24 GB machine holds, although the samples (4 GB)
-fit. This module bounds it:
+particles in d = 1000 (float32) the states alone are 4-8 GB and XLA's
+temporaries several times that, more than a 24 GB machine holds, although the
+samples (4 GB) fit. This module bounds it:
 
 * the **budget** is what the caller gives (``memory_budget``, bytes per device),
   or else half of what the device has free (``memory_stats``), or, on CPUs,
   half of the host's available memory less what the collected results will
   occupy there, split between the devices;
 * a cheap bound (the particle state's bytes times a generous factor, plus the
-  per-segment info a call returns) decides
-  whether the whole run could come near the budget; only then is the run's
-  program compiled for a probe batch and XLA's own accounting of its memory
-  (arguments, outputs, temporaries) read, per particle;
+  per-segment info a call returns) decides whether the whole run could come
+  near the budget; only then is the run's program compiled for a probe batch
+  and XLA's own accounting of its memory (arguments, outputs, temporaries)
+  read, per particle;
 * the chunk is the largest multiple of :data:`CHUNK_QUANTUM` particles whose
   memory, twice over (a chunk is dispatched while the previous one is copied
   out), fits the budget.
