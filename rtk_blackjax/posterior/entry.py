@@ -407,7 +407,9 @@ def _nuts(rng_key, model, model_args, model_kwargs, sites, num_chains, draws):
         k_run, *model_args, extra_fields=("num_steps", "accept_prob"), **model_kwargs
     )
     fields = mcmc.get_extra_fields(group_by_chain=True)
-    steps = float(np.sum(fields["num_steps"])) + warm_steps
+    # + one evaluation per chain at its start (NumPyro's initial potential and
+    # gradient), which no step counts
+    steps = float(np.sum(fields["num_steps"])) + warm_steps + num_chains
     draws_by_chain = mcmc.get_samples(group_by_chain=True)
     x = draws_by_chain.pop(sites.prior_name)
     others = {k: v for k, v in draws_by_chain.items() if k in sites.latent}

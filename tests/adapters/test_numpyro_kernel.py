@@ -74,7 +74,8 @@ def test_conjugate_posterior_vectorized_and_constrained_sites():
     assert abs(log_tau.std() / LOG_TAU_SD - 1) < 4 * np.sqrt(1 / (2 * n))
     np.testing.assert_allclose(samples["mu_plus_tau"], mu + tau, rtol=1e-5)
     extra = mcmc.get_extra_fields()
-    # 1 at init + per segment (max M + 1 for i-SIR: every candidate slot runs, on
+    # The declared costs (checked against a counter inside the model in
+    # tests/test_nfe_instruments.py): 1 at init + per segment (max M + 1 for i-SIR: every candidate slot runs, on
     # the last segment (M = 0) too) + 2 MALA steps.
     expected_nfe = 1 + 5 * (32 + 1) + 5 * 2
     assert np.all(np.asarray(extra["num_evaluations"]) == expected_nfe)
