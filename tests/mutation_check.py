@@ -214,6 +214,29 @@ MUTATIONS = [
         ),
         "Stein's ratio with the wrong sign (-1 for exact draws)",
     ),
+    # The log-density path's per-segment counts and the schedule cut from the pilot.
+    Mutation(
+        "isir-counts-padding",
+        "rtk_blackjax/mcmc/logdensity.py",
+        "            nfe = nfe + m_k + 1\n",
+        "            nfe = nfe + max_m + 1\n",
+        (
+            NFE + "::test_sample_logdensity_with_an_adapted_schedule_reports_what_"
+            "it_spends",
+        ),
+        "rtk_logdensity declares every segment's cost at the schedule's largest M",
+    ),
+    Mutation(
+        "adapted-schedule-keeps-useless-candidates",
+        "rtk_blackjax/mcmc/logdensity.py",
+        "    m = np.where(move < ADAPT_MIN_MOVE_RATE, 0, m)\n",
+        "    m = m\n",
+        (
+            "rtk_blackjax/mcmc/logdensity.py::"
+            "rtk_blackjax.mcmc.logdensity.adapted_schedule",
+        ),
+        "adapted_schedule keeps candidates where the pilot saw none move",
+    ),
     # The twisted SMC behind rb.posterior.sample (method "smc") and its peer MCGdiff.
     Mutation(
         "twisted-weights-not-updated",

@@ -371,6 +371,36 @@ def test_sample_logdensity_reports_every_evaluation_it_spends():
     assert reported - shared_starts == counter.nfe()
 
 
+def test_sample_logdensity_with_an_adapted_schedule_reports_what_it_spends():
+    # No schedule given: the final run's per-segment candidates and MALA steps
+    # are cut from the pilot's measurements (adapted_schedule), so segments
+    # evaluate different numbers of candidates; the count must follow.
+    from rtk_blackjax.mcmc.logdensity import sample_logdensity
+
+    counter = Counter()
+    logp = counter.function(lambda x: -0.5 * jnp.sum((x - 1.0) ** 2 / 2.0))
+    particles, draws = 4, 3
+    out = sample_logdensity(
+        jax.random.key(0),
+        logp,
+        2,
+        num_samples=draws,
+        num_pilot_rounds=2,
+        pilot_particles=particles,
+        times=jnp.array([3.0, 1.0, 0.3, 0.0]),
+    )
+    m = out.schedule.num_importance
+    assert m[-1] == 0 and 0 < m.max() < 32  # adapted, from 32 candidates
+    reported = (
+        out.pilot_evaluations
+        + draws * out.result.num_evaluations
+        + out.check_evaluations
+    )
+    standardised_rounds = len(out.pilot.mismatch)
+    shared_starts = standardised_rounds * (particles - 1) + (draws - 1)
+    assert reported - shared_starts == counter.nfe()
+
+
 def test_rtk_numpyro_kernel_reports_every_evaluation_it_spends():
     # RTKKernel's pilot (kernel.pilot_evaluations) and its per-draw count (the
     # num_evaluations field) against one instrument inside the NumPyro model: the

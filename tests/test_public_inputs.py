@@ -54,6 +54,8 @@ SKIPPED_MODULES = {
     "rtk_blackjax.benchmarks.sampling": "benchmark scripts (CLI only), not the library",
     "rtk_blackjax.benchmarks.overhead": "benchmark scripts (CLI only), not the library",
     "rtk_blackjax.benchmarks.posterior": "benchmark scripts (CLI only), not the library",
+    "rtk_blackjax.benchmarks.digits": "benchmark data, priors and metrics; its "
+    "bad-input cases are in tests/test_digits.py",
     "rtk_blackjax.benchmarks.ring": "benchmark scenario (CLI and demo), not the library",
 }
 
@@ -67,6 +69,8 @@ _ON_MIXTURE = (
     "arithmetic runs inside traced code"
 )
 EXEMPT = {
+    "rtk_blackjax.mcmc.logdensity.adapted_schedule": "reads the SegmentStats "
+    "that adapt_reference measures (never built by hand)",
     "rtk_blackjax.uld": _BLACKJAX,
     "rtk_blackjax.uld_adjusted": _BLACKJAX,
     "rtk_blackjax.mcmc.uld.init": _BLACKJAX,
@@ -305,6 +309,12 @@ def _diagnose(**kwargs):
 
 
 _DIAG = rb.diagnostics.diagnostics_from_draws(DRAWS)
+
+# rtk_blackjax.sbc: a trivial simulator, sampler and statistic
+_SBC_SIM = lambda key: (0.0, 0.0)  # noqa: E731
+_SBC_DRAWS = lambda key, y: np.arange(4.0)  # noqa: E731
+_SBC_STATS = lambda theta: {"a": theta}  # noqa: E731
+_SBC_RANKS = {"a": np.arange(20) % 20}
 
 CASES = {
     # ---------------------------------------------------------------- samplers
@@ -1332,6 +1342,60 @@ CASES = {
     "rtk_blackjax.targets.sample_mixture": Case(
         dict(rng_key=KEY, params=TARGET.mixture, num_samples=3),
         [*_key(), *_count("num_samples", 0)],
+    ),
+    "rtk_blackjax.sbc.sbc_ranks": Case(
+        dict(
+            rng_key=KEY,
+            simulate=_SBC_SIM,
+            posterior_draws=_SBC_DRAWS,
+            statistics=_SBC_STATS,
+            num_replications=2,
+        ),
+        [
+            *_key(),
+            ("simulate", 1, T),
+            ("posterior_draws", 1, T),
+            ("statistics", 1, T),
+            *_count("num_replications", 1),
+            *_count("num_draws", 1),
+            ("num_draws", 5, V),
+        ],
+    ),
+    "rtk_blackjax.sbc.rank_statistics": Case(
+        dict(rng_key=KEY, truth={"a": 0.5}, draws={"a": np.arange(4.0)}),
+        [
+            *_key(),
+            ("truth", 1.0, T),
+            ("truth", {}, V),
+            ("truth", {"a": np.zeros(2)}, V),
+            ("draws", 1.0, T),
+            ("draws", {"b": np.zeros(3)}, V),
+            *_count("num_draws", 1),
+            ("num_draws", 5, V),
+        ],
+    ),
+    "rtk_blackjax.sbc.rank_uniformity": Case(
+        dict(ranks=_SBC_RANKS, num_draws=19),
+        [
+            ("ranks", 1, T),
+            ("ranks", {}, V),
+            ("ranks", {"a": np.array([20])}, V),
+            *_count("num_draws", 1),
+            *_count("num_bins", 2),
+            ("num_bins", 7, V),
+            ("level", 0.0, V),
+            ("level", 1.5, V),
+            ("level", "a", T),
+        ],
+    ),
+    "rtk_blackjax.sbc.plot_rank_histograms": Case(
+        dict(ranks=_SBC_RANKS, num_draws=19, path="ranks.png"),
+        [
+            ("ranks", 1, T),
+            ("ranks", {"a": np.array([-1])}, V),
+            *_count("num_draws", 1),
+            ("num_bins", 7, V),
+        ],
     ),
 }
 

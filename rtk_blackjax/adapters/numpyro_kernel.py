@@ -39,6 +39,7 @@ from rtk_blackjax.mcmc.logdensity import (
     _final_algorithm,
     _warn_unconverged_pilot,
     adapt_reference,
+    adapted_schedule,
     initial_step_factor,
     model_schedule,
     unstandardise,
@@ -117,6 +118,11 @@ class RTKKernel(MCMCKernel):
         coordinates of the pilot's Gaussian fit (see
         :func:`~rtk_blackjax.mcmc.logdensity.sample_model`); the fit is kept in
         ``RTKKernel.standardisation``.
+    adapt_schedule
+        With neither ``num_importance`` nor ``num_inner_steps`` given, draw with
+        the per-segment schedule cut from the pilot's last round
+        (:func:`~rtk_blackjax.mcmc.logdensity.adapted_schedule`), kept in
+        ``RTKKernel.schedule``.
 
     Examples
     --------
@@ -149,6 +155,7 @@ class RTKKernel(MCMCKernel):
         reference: GaussianReference | None = None,
         init_strategy: Callable | None = None,
         standardise: bool = True,
+        adapt_schedule: bool = True,
     ):
         check_callable("model", model, what="a NumPyro model (a callable)")
         num_pilot_rounds = check_int("num_pilot_rounds", num_pilot_rounds, minimum=0)
@@ -172,6 +179,13 @@ class RTKKernel(MCMCKernel):
         self._init_reference = reference
         self._init_strategy = init_strategy
         self._standardise = check_bool("standardise", standardise)
+        # A schedule the caller chose is run as given.
+        self._adapt_schedule = (
+            check_bool("adapt_schedule", adapt_schedule)
+            and num_importance is None
+            and num_inner_steps is None
+        )
+        self.schedule: tuple[np.ndarray, np.ndarray] | None = None
         self.standardisation: GaussianReference | None = None
         self.reference: GaussianReference | None = reference
         self.pilot_evaluations = 0
@@ -199,6 +213,13 @@ class RTKKernel(MCMCKernel):
         kwargs["step_size"] = initial_step_factor(self.model_density.dim)
         return kwargs
 
+    def _draw_kwargs(self) -> dict:
+        """The pilot's schedule, or the one cut from its measurements."""
+        kwargs = self._algorithm_kwargs()
+        if self.schedule is not None:
+            kwargs["num_importance"], kwargs["num_inner_steps"] = self.schedule
+        return kwargs
+
     def _build_draw(self, md: ModelDensity, reference: GaussianReference | None):
         affine = self.standardisation
         algorithm, _ = _final_algorithm(
@@ -207,7 +228,7 @@ class RTKKernel(MCMCKernel):
             reference,
             affine,
             md.initial_position,
-            **self._algorithm_kwargs(),
+            **self._draw_kwargs(),
         )
         if affine is None:
             to_target = lambda z: z  # noqa: E731
@@ -244,6 +265,7 @@ class RTKKernel(MCMCKernel):
         self.model_density = md
         reference = self._init_reference
         self.pilot_evaluations = 0
+        self.schedule = None
         if self._num_pilot_rounds > 0:
             pilot = adapt_reference(
                 key_pilot,
@@ -259,6 +281,8 @@ class RTKKernel(MCMCKernel):
             )
             reference, self.pilot_evaluations = pilot.reference, pilot.num_evaluations
             self.standardisation = pilot.standardisation
+            if self._adapt_schedule:
+                self.schedule = adapted_schedule(pilot.segment_stats)
             _warn_unconverged_pilot(pilot, "num_pilot_rounds")
         else:
             self.standardisation = None

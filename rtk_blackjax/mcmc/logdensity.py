@@ -102,7 +102,10 @@ __all__ = [
     "gaussian_reference",
     "fit_reference",
     "PilotResult",
+    "SegmentStats",
+    "Schedule",
     "adapt_reference",
+    "adapted_schedule",
     "SCALE_TOLERANCE",
     "ScaleWarning",
     "shrunk_covariance",
@@ -1025,11 +1028,17 @@ def build_kernel(
                     z = basis.T @ (x - ref_mean)
                     return -0.5 * jnp.sum(z**2 / lam)
 
+            # Only this segment's m_k candidates are evaluated (a loop whose trip
+            # count is the segment's, the same for every particle); the slots
+            # past m_k keep weight 0. The candidates' shape is the schedule's
+            # largest (one compiled shape), their evaluations are not.
+            def weigh(i, logw):
+                x = candidates[i]
+                return logw.at[i].set(logdensity_fn(x) - ref_logpdf(x))
+
             logw = _finite_or_neg_inf(
-                jax.vmap(logdensity_fn)(candidates) - jax.vmap(ref_logpdf)(candidates)
+                jax.lax.fori_loop(0, m_k, weigh, jnp.full((max_m,), -jnp.inf, dtype))
             )
-            # Segments with fewer candidates mask the rest (one compiled shape).
-            logw = jnp.where(jnp.arange(max_m) < m_k, logw, -jnp.inf)
             current_logw = _finite_or_neg_inf(state.logdensity - ref_logpdf(x0))
             all_logw = jnp.concatenate([current_logw[None], logw])
             # One draw from the M + 1 weights (the current point included): a
@@ -1046,11 +1055,10 @@ def build_kernel(
                 chosen,
             )
             x0 = chosen
-            # What runs, not what is used: every segment evaluates all max_m
-            # candidates (one compiled shape; the padding is masked above), and the
-            # gradient at the chosen point is evaluated under vmap even when the
-            # current point is kept (a batched cond runs both branches).
-            nfe = nfe + max_m + 1
+            # What runs, not what is used: the gradient at the chosen point is
+            # evaluated under vmap even when the current point is kept (a batched
+            # cond runs both branches), so it counts on every segment.
+            nfe = nfe + m_k + 1
         else:
             moved = jnp.zeros((), bool)
             ess = jnp.ones((), dtype)
@@ -1133,6 +1141,23 @@ def build_kernel(
     return kernel
 
 
+def _resolve_schedule(times, num_importance, num_inner_steps):
+    """The grid and per-segment ``(M, n)`` a run uses, defaults filled in."""
+    if times is None:
+        times, m_default, n_default = default_schedule()
+    else:
+        times = validate_grid(times)
+        _, m_default, n_default = default_schedule(int(times.shape[0]) - 1)
+    num_segments = int(times.shape[0]) - 1
+    m = m_default if num_importance is None else num_importance
+    n = n_default if num_inner_steps is None else num_inner_steps
+    return (
+        times,
+        _schedule(m, num_segments, "num_importance"),
+        _schedule(n, num_segments, "num_inner_steps"),
+    )
+
+
 def as_top_level_api(
     logdensity_fn: Callable[[Array], Array],
     times: ArrayLike | None = None,
@@ -1192,14 +1217,9 @@ def as_top_level_api(
     # NaN samples (init runs inside the sampler's traced program).
     check_positive("step_size", step_size)
     check_nonnegative("init_spread", init_spread)
-    if times is None:
-        times, m_default, n_default = default_schedule()
-    else:
-        times = validate_grid(times)
-        num_segments = int(times.shape[0]) - 1
-        _, m_default, n_default = default_schedule(num_segments)
-    num_importance = m_default if num_importance is None else num_importance
-    num_inner_steps = n_default if num_inner_steps is None else num_inner_steps
+    times, num_importance, num_inner_steps = _resolve_schedule(
+        times, num_importance, num_inner_steps
+    )
     kernel = build_kernel(
         logdensity_fn,
         times,
@@ -1249,6 +1269,9 @@ class PilotResult(NamedTuple):
     converged
         Whether the last standardised round's mismatch was within ``tolerance``
         (``None`` when no standardised round ran).
+    segment_stats
+        :class:`SegmentStats` of the last round (what :func:`adapted_schedule`
+        reads).
     """
 
     reference: GaussianReference
@@ -1257,6 +1280,46 @@ class PilotResult(NamedTuple):
     standardisation: GaussianReference | None = None
     mismatch: tuple = ()
     converged: bool | None = None
+    segment_stats: "SegmentStats | None" = None
+
+
+class SegmentStats(NamedTuple):
+    """Per-segment behaviour of one run's i-SIR and MALA, averaged over particles.
+
+    ess_fraction
+        Effective sample size of the i-SIR weights over the ``M + 1`` points
+        (candidates and current point), divided by ``M + 1``; 1 where ``M = 0``.
+    move_rate
+        Fraction of particles whose i-SIR picked a new candidate.
+    acceptance
+        Mean MALA acceptance probability (NaN where no MALA step ran).
+    num_importance, num_inner_steps
+        The schedule the run used.
+    """
+
+    ess_fraction: np.ndarray
+    move_rate: np.ndarray
+    acceptance: np.ndarray
+    num_importance: np.ndarray
+    num_inner_steps: np.ndarray
+
+
+def _segment_stats(info: LogDensityRTKInfo, finite: np.ndarray, m, n) -> SegmentStats:
+    m, n = np.asarray(m, np.int32), np.asarray(n, np.int32)
+
+    def mean(field):  # (segments, particles) -> (segments,), finite particles
+        return np.asarray(field, np.float64)[:, finite].mean(axis=1)
+
+    with warnings.catch_warnings():  # all-NaN acceptance where no MALA step ran
+        warnings.simplefilter("ignore", RuntimeWarning)
+        acceptance = np.nanmean(np.asarray(info.acceptance_rate)[:, finite], axis=1)
+    return SegmentStats(
+        ess_fraction=np.where(m > 0, mean(info.importance_ess) / (m + 1), 1.0),
+        move_rate=mean(info.importance_moved),
+        acceptance=acceptance,
+        num_importance=m,
+        num_inner_steps=n,
+    )
 
 
 def _pilot_round(
@@ -1266,8 +1329,8 @@ def _pilot_round(
     num_particles: int,
     round_index: int,
     **algorithm_kwargs,
-) -> tuple[Array, int]:
-    """One pilot run: its finite draws and its total evaluations."""
+) -> tuple[Array, int, SegmentStats]:
+    """One pilot run: its finite draws, its total evaluations, its segments' stats."""
     from rtk_blackjax.run import sample
     from rtk_blackjax.run.policy import low_acceptance_hint
 
@@ -1281,7 +1344,6 @@ def _pilot_round(
             num_particles,
             dim=dim,
             on_nonfinite="mask",
-            return_info=False,
         )
     finite = np.asarray(result.finite)
     if finite.sum() < 2:
@@ -1290,7 +1352,13 @@ def _pilot_round(
             "particles went non-finite; check logdensity_fn (and its gradient)"
         )
     draws = jnp.asarray(np.asarray(result.samples)[finite])
-    return draws, int(result.num_evaluations) * num_particles
+    _, m, n = _resolve_schedule(
+        algorithm_kwargs.get("times"),
+        algorithm_kwargs.get("num_importance"),
+        algorithm_kwargs.get("num_inner_steps"),
+    )
+    stats = _segment_stats(result.info, finite, m, n)
+    return draws, int(result.num_evaluations) * num_particles, stats
 
 
 def adapt_reference(
@@ -1357,7 +1425,7 @@ def adapt_reference(
     for r in range(num_rounds):
         key = jax.random.fold_in(rng_key, r)
         if affine is None:
-            samples, evaluations = _pilot_round(
+            samples, evaluations, stats = _pilot_round(
                 key,
                 logdensity_fn,
                 dim,
@@ -1371,7 +1439,7 @@ def adapt_reference(
         else:
             # In unit coordinates: the reference is N(0, inflation^2 I), the
             # start its mean, the fitted location.
-            z, evaluations = _pilot_round(
+            z, evaluations, stats = _pilot_round(
                 key,
                 standardised_logdensity(logdensity_fn, affine),
                 dim,
@@ -1398,7 +1466,67 @@ def adapt_reference(
         reference = GaussianReference(
             affine.mean, affine.basis, affine.variances * inflation**2
         )
-    return PilotResult(reference, total, samples, affine, tuple(mismatch), converged)
+    return PilotResult(
+        reference, total, samples, affine, tuple(mismatch), converged, stats
+    )
+
+
+# adapted_schedule's rule (docs/logdensity_scale.md, "Cost"): i-SIR candidates
+# only where the pilot saw them move particles, as many as give about
+# ADAPT_TARGET_ESS effective candidates; the full MALA steps only where i-SIR
+# moved fewer than half of the particles (where it moves most, its fresh draw from
+# a proposal that fits has done the segment's work).
+ADAPT_MIN_MOVE_RATE = 0.02
+ADAPT_TARGET_ESS = 4.0
+ADAPT_MIN_IMPORTANCE = 4
+ADAPT_MIN_INNER_STEPS = 4
+ADAPT_MOVE_RATE_FOR_FEWER_STEPS = 0.5
+
+
+def adapted_schedule(stats: SegmentStats) -> tuple[np.ndarray, np.ndarray]:
+    """Per-segment i-SIR candidates and MALA steps cut from a pilot's measurements.
+
+    Never more than the measured run's schedule (``stats.num_importance``,
+    ``stats.num_inner_steps``); per segment:
+
+    * no candidates where fewer than :data:`ADAPT_MIN_MOVE_RATE` of the
+      particles moved (the proposal misses the segment's target: every
+      candidate is evaluated and discarded, what a badly conditioned target in
+      100 dimensions does on its first segments);
+    * elsewhere ``ceil(ADAPT_TARGET_ESS / ess_fraction) - 1`` candidates, at
+      least :data:`ADAPT_MIN_IMPORTANCE`: about four effective candidates, so a
+      multimodal segment (low ESS fraction) keeps them all;
+    * :data:`ADAPT_MIN_INNER_STEPS` MALA steps where i-SIR moved at least
+      :data:`ADAPT_MOVE_RATE_FOR_FEWER_STEPS` of the particles, the full count
+      elsewhere.
+
+    Each segment's kernel stays invariant for its target whatever its counts:
+    the rule changes how much of the segment's work is done, not what it
+    converges to. Measured in docs/logdensity_scale.md ("Cost").
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> stats = SegmentStats(
+    ...     ess_fraction=np.array([0.03, 0.1, 0.9, 1.0]),
+    ...     move_rate=np.array([0.0, 0.6, 0.95, 0.0]),
+    ...     acceptance=np.full(4, 0.6),
+    ...     num_importance=np.array([32, 32, 32, 0]),
+    ...     num_inner_steps=np.array([16, 16, 16, 16]))
+    >>> m, n = adapted_schedule(stats)
+    >>> m.tolist(), n.tolist()
+    ([0, 32, 4, 0], [16, 4, 4, 16])
+    """
+    m_given = np.asarray(stats.num_importance, np.int64)
+    n_given = np.asarray(stats.num_inner_steps, np.int64)
+    ess = np.clip(np.asarray(stats.ess_fraction, np.float64), 1e-6, 1.0)
+    move = np.asarray(stats.move_rate, np.float64)
+    wanted = np.ceil(ADAPT_TARGET_ESS / ess).astype(np.int64) - 1
+    m = np.minimum(m_given, np.maximum(wanted, ADAPT_MIN_IMPORTANCE))
+    m = np.where(move < ADAPT_MIN_MOVE_RATE, 0, m)
+    fewer = (m_given > 0) & (move >= ADAPT_MOVE_RATE_FOR_FEWER_STEPS)
+    n = np.where(fewer, np.minimum(n_given, ADAPT_MIN_INNER_STEPS), n_given)
+    return m.astype(np.int32), n.astype(np.int32)
 
 
 def _warn_unconverged_pilot(pilot: PilotResult, num_rounds_name: str) -> None:
@@ -1451,6 +1579,13 @@ def _final_algorithm(
     return algorithm, logdensity_z
 
 
+class Schedule(NamedTuple):
+    """Per-segment i-SIR candidates and MALA steps of a run."""
+
+    num_importance: np.ndarray
+    num_inner_steps: np.ndarray
+
+
 class LogDensitySamples(NamedTuple):
     """Output of :func:`sample_logdensity`.
 
@@ -1473,6 +1608,8 @@ class LogDensitySamples(NamedTuple):
     drift
         :class:`DriftCheck` of the final draws (``None`` with
         ``check_draws=False``).
+    schedule
+        The final run's per-segment :class:`Schedule`.
     """
 
     samples: Array
@@ -1481,6 +1618,7 @@ class LogDensitySamples(NamedTuple):
     mismatch: float | None
     stein: SteinCheck | None = None
     drift: DriftCheck | None = None
+    schedule: "Schedule | None" = None
 
     @property
     def pilot_evaluations(self) -> int:
@@ -1517,6 +1655,8 @@ class ModelSamples(NamedTuple):
     drift
         :class:`DriftCheck` of the final draws (``None`` with
         ``check_draws=False``).
+    schedule
+        The final run's per-segment :class:`Schedule`.
     """
 
     samples: dict
@@ -1527,6 +1667,7 @@ class ModelSamples(NamedTuple):
     mismatch: float | None = None
     stein: SteinCheck | None = None
     drift: DriftCheck | None = None
+    schedule: Schedule | None = None
 
     @property
     def check_evaluations(self) -> int:
@@ -1573,6 +1714,7 @@ def sample_logdensity(
     num_importance: int | Sequence[int] | None = None,
     num_inner_steps: int | Sequence[int] | None = None,
     check_draws: bool = True,
+    adapt_schedule: bool = True,
 ) -> LogDensitySamples:
     """Sample ``p_0 ∝ exp(logdensity_fn)`` with pilot, standardisation and checks.
 
@@ -1596,6 +1738,12 @@ def sample_logdensity(
     ``drift.num_evaluations``), which catch what the spread check cannot (a
     funnel's missed neck: Stein; its missed mouth: drift) and warn likewise.
 
+    With ``adapt_schedule=True`` (the default) and neither ``num_importance``
+    nor ``num_inner_steps`` given, the final run's per-segment candidates and
+    MALA steps are cut from what the pilot's last round measured
+    (:func:`adapted_schedule`): candidates where they move particles, full MALA
+    steps where i-SIR does not do the work. ``out.schedule`` is what ran.
+
     Examples
     --------
     >>> import jax, jax.numpy as jnp
@@ -1618,6 +1766,11 @@ def sample_logdensity(
         pilot_particles = check_int("pilot_particles", pilot_particles, minimum=2)
     standardise = check_bool("standardise", standardise)
     check_draws = check_bool("check_draws", check_draws)
+    adapt_schedule = check_bool("adapt_schedule", adapt_schedule)
+    # A schedule the caller chose is run as given.
+    adapt_schedule = (
+        adapt_schedule and num_importance is None and num_inner_steps is None
+    )
     if initial_position is not None:
         initial_position = jnp.asarray(initial_position)
         if initial_position.shape != (dim,) or not bool(
@@ -1646,6 +1799,15 @@ def sample_logdensity(
         reference = pilot.reference
         _warn_unconverged_pilot(pilot, "num_pilot_rounds")
     affine = pilot.standardisation if pilot is not None else None
+    if adapt_schedule and pilot is not None:
+        kwargs["num_importance"], kwargs["num_inner_steps"] = adapted_schedule(
+            pilot.segment_stats
+        )
+    schedule = Schedule(
+        *_resolve_schedule(
+            kwargs.get("times"), kwargs["num_importance"], kwargs["num_inner_steps"]
+        )[1:]
+    )
     algorithm, algorithm_logdensity = _final_algorithm(
         logdensity_fn, dim, reference, affine, initial_position, **kwargs
     )
@@ -1679,7 +1841,9 @@ def sample_logdensity(
         _warn_on_drift(drift)
     if affine is not None:
         result = result._replace(samples=unstandardise(affine, result.samples))
-    return LogDensitySamples(result.samples, result, pilot, mismatch, stein, drift)
+    return LogDensitySamples(
+        result.samples, result, pilot, mismatch, stein, drift, schedule
+    )
 
 
 def sample_model(
@@ -1694,6 +1858,7 @@ def sample_model(
     num_importance: int | Sequence[int] | None = None,
     num_inner_steps: int | Sequence[int] | None = None,
     check_draws: bool = True,
+    adapt_schedule: bool = True,
     **model_kwargs: Any,
 ) -> ModelSamples:
     """Sample a NumPyro model's posterior with :func:`sample_logdensity`.
@@ -1734,6 +1899,7 @@ def sample_model(
         num_importance=num_importance,
         num_inner_steps=num_inner_steps,
         check_draws=check_draws,
+        adapt_schedule=adapt_schedule,
     )
     samples = jax.vmap(md.postprocess_fn)(out.samples)
     reference = None if out.pilot is None else out.pilot.reference
@@ -1746,4 +1912,5 @@ def sample_model(
         out.mismatch,
         out.stein,
         out.drift,
+        out.schedule,
     )

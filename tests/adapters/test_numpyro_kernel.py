@@ -75,9 +75,10 @@ def test_conjugate_posterior_vectorized_and_constrained_sites():
     np.testing.assert_allclose(samples["mu_plus_tau"], mu + tau, rtol=1e-5)
     extra = mcmc.get_extra_fields()
     # The declared costs (checked against a counter inside the model in
-    # tests/test_nfe_instruments.py): 1 at init + per segment (max M + 1 for i-SIR: every candidate slot runs, on
-    # the last segment (M = 0) too) + 2 MALA steps.
-    expected_nfe = 1 + 5 * (32 + 1) + 5 * 2
+    # tests/test_nfe_instruments.py): 1 at init + per segment M + 1 for i-SIR
+    # (the candidates and the gradient at the chosen point; M = 0 on the last
+    # segment) + 2 MALA steps.
+    expected_nfe = 1 + 4 * (32 + 1) + (0 + 1) + 5 * 2
     assert np.all(np.asarray(extra["num_evaluations"]) == expected_nfe)
     assert not np.any(np.asarray(extra["diverging"]))
     acc = np.asarray(extra["acceptance_rate"])
