@@ -62,7 +62,7 @@ __version__ = "0.1.0"
 # Imported on first use: ArviZ (diagnostics) and Equinox/Optax (learned scores)
 # add seconds to `import rtk_blackjax` that samplers never need; the NFE policy is
 # cheap but, like them, not needed to build a sampler.
-_LAZY_MODULES = ("adapters", "diagnostics", "posterior", "policy")
+_LAZY_MODULES = ("adapters", "diagnostics", "posterior", "policy", "sbc")
 _LAZY_NAMES = {
     "DiffusionPrior": "rtk_blackjax.posterior",
     "RTKKernel": "rtk_blackjax.adapters",
