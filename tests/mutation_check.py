@@ -220,10 +220,7 @@ MUTATIONS = [
         "rtk_blackjax/mcmc/logdensity.py",
         "            nfe = nfe + m_k + 1\n",
         "            nfe = nfe + max_m + 1\n",
-        (
-            NFE + "::test_sample_logdensity_with_an_adapted_schedule_reports_what_"
-            "it_spends",
-        ),
+        (NFE + "::test_sample_logdensity_reports_every_evaluation_it_spends[adapted]",),
         "rtk_logdensity declares every segment's cost at the schedule's largest M",
     ),
     Mutation(

@@ -336,7 +336,18 @@ def test_checks_of_the_draws_count_their_evaluations():
     assert check.num_evaluations == counter.nfe()
 
 
-def test_sample_logdensity_reports_every_evaluation_it_spends():
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        dict(num_importance=[3, 2, 0], num_inner_steps=[1, 2, 1]),
+        # none given: the final run's per-segment candidates and MALA steps are
+        # cut from the pilot's measurements (adapted_schedule), so segments
+        # evaluate different numbers of candidates; the count must follow
+        {},
+    ],
+    ids=["given", "adapted"],
+)
+def test_sample_logdensity_reports_every_evaluation_it_spends(schedule):
     # The whole budget of sample_logdensity (pilot rounds, final run, checks of
     # the draws) against one instrument around the user's log density. The
     # library counts per particle; a run whose particles all start at the same
@@ -357,9 +368,11 @@ def test_sample_logdensity_reports_every_evaluation_it_spends():
         num_pilot_rounds=2,
         pilot_particles=particles,
         times=jnp.array([3.0, 1.0, 0.3, 0.0]),
-        num_importance=[3, 2, 0],
-        num_inner_steps=[1, 2, 1],
+        **schedule,
     )
+    if not schedule:
+        m = out.schedule.num_importance
+        assert m[-1] == 0 and 0 < m.max() < 32  # adapted, from 32 candidates
     reported = (
         out.pilot_evaluations
         + draws * out.result.num_evaluations
@@ -367,36 +380,6 @@ def test_sample_logdensity_reports_every_evaluation_it_spends():
     )
     standardised_rounds = len(out.pilot.mismatch)
     assert standardised_rounds == 1 and out.check_evaluations > 0
-    shared_starts = standardised_rounds * (particles - 1) + (draws - 1)
-    assert reported - shared_starts == counter.nfe()
-
-
-def test_sample_logdensity_with_an_adapted_schedule_reports_what_it_spends():
-    # No schedule given: the final run's per-segment candidates and MALA steps
-    # are cut from the pilot's measurements (adapted_schedule), so segments
-    # evaluate different numbers of candidates; the count must follow.
-    from rtk_blackjax.mcmc.logdensity import sample_logdensity
-
-    counter = Counter()
-    logp = counter.function(lambda x: -0.5 * jnp.sum((x - 1.0) ** 2 / 2.0))
-    particles, draws = 4, 3
-    out = sample_logdensity(
-        jax.random.key(0),
-        logp,
-        2,
-        num_samples=draws,
-        num_pilot_rounds=2,
-        pilot_particles=particles,
-        times=jnp.array([3.0, 1.0, 0.3, 0.0]),
-    )
-    m = out.schedule.num_importance
-    assert m[-1] == 0 and 0 < m.max() < 32  # adapted, from 32 candidates
-    reported = (
-        out.pilot_evaluations
-        + draws * out.result.num_evaluations
-        + out.check_evaluations
-    )
-    standardised_rounds = len(out.pilot.mismatch)
     shared_starts = standardised_rounds * (particles - 1) + (draws - 1)
     assert reported - shared_starts == counter.nfe()
 
