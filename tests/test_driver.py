@@ -1,5 +1,7 @@
 """Driver: NFE accounting against an instrumented target, determinism, NaN policy."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -85,6 +87,25 @@ def test_sample_i_depends_only_on_key_and_index():
     small = rb.sample(jax.random.key(7), alg, 5, dim=4, chunk_size=4).samples
     large = rb.sample(jax.random.key(7), alg, 12, dim=4, chunk_size=4).samples
     np.testing.assert_array_equal(np.asarray(small), np.asarray(large[:5]))
+
+
+def test_a_batch_dependent_prng_key_is_warned_about():
+    # The same promise with an rbg key: JAX draws a vmap-ed batch's numbers from
+    # the batch's first key, so sample 1 changes with the chunk it shares.
+    target = rb.targets.chessboard(dim=2)
+    alg = rb.ddpm(target, rb.geometric_grid(8))
+    key = jax.random.key(7, impl="rbg")
+    with pytest.warns(UserWarning, match="'rbg' PRNG.*chunk_size"):
+        alone = rb.sample(key, alg, 2, dim=2, chunk_size=1).samples
+    with pytest.warns(UserWarning, match="'rbg' PRNG"):
+        shared = rb.sample(key, alg, 4, dim=2, chunk_size=4).samples
+    assert not np.allclose(np.asarray(alone[1]), np.asarray(shared[1]))
+    # threefry keys: no warning, and sample 1 is the same
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        a = rb.sample(jax.random.key(7), alg, 2, dim=2, chunk_size=1).samples
+        b = rb.sample(jax.random.key(7), alg, 4, dim=2, chunk_size=4).samples
+    np.testing.assert_allclose(np.asarray(a[1]), np.asarray(b[1]), rtol=1e-4)
 
 
 def _nan_target():

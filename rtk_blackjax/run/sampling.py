@@ -36,6 +36,7 @@ are re-exported from :mod:`~rtk_blackjax.run.policy` and
 """
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -129,6 +130,28 @@ class SampleResult(NamedTuple):
         if acc is None:
             return np.full(self.times.shape[0] - 1, np.nan)
         return np.asarray(jnp.nanmean(acc, axis=1))
+
+
+def _warn_on_batch_dependent_prng(rng_key: PRNGKey) -> None:
+    """Warn when the key's PRNG breaks the per-sample determinism promise.
+
+    Under ``vmap`` JAX's ``rbg`` / ``unsafe_rbg`` keys draw a whole batch's random
+    numbers from the batch's first key (measured: sample ``i`` then changes with
+    ``chunk_size``, ``start_index`` and the devices), so only threefry keys give
+    sample ``i`` from ``fold_in(rng_key, i)`` alone.
+    """
+    from rtk_blackjax.run.policy import caller_stacklevel
+
+    impl = str(jax.random.key_impl(rng_key))
+    if impl != "threefry2x32":
+        warnings.warn(
+            f"rng_key uses the {impl!r} PRNG: under vmap it draws a batch's random "
+            "numbers from the batch's first key, so sample i depends on chunk_size, "
+            "start_index and the devices (rb.sample's determinism holds for "
+            "threefry2x32 keys, jax.random.key(seed)); faster on some accelerators",
+            UserWarning,
+            stacklevel=caller_stacklevel(),
+        )
 
 
 def sample(
@@ -267,6 +290,7 @@ def sample(
             f"rtk_blackjax.ddpm(...), ...), got {type(algorithm).__name__}"
         )
     rng_key = check_key("rng_key", rng_key)
+    _warn_on_batch_dependent_prng(rng_key)
     num_samples = check_int("num_samples", num_samples, minimum=1)
     on_nonfinite = check_choice("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
     progress_bar = check_bool("progress_bar", progress_bar)
