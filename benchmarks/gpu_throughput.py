@@ -407,33 +407,40 @@ def run(
         )
 
     one_device = devices[:1]
+
+    def run_mixture(mixture, workload, method, n, run_devices, bare, **extra):
+        """One mixture record: on one device (with the bare cost) or several."""
+        base = dict(
+            workload=workload,
+            method=method,
+            sampler_method=method,
+            dtype="float32",
+            dim=mixture_dim,
+            num_samples=n,
+            **extra,
+        )
+        one(
+            base,
+            functools.partial(
+                _measure,
+                key=key,
+                target=mixture,
+                method=method,
+                dim=mixture_dim,
+                num_samples=n,
+                nfe=nfe,
+                repeats=repeats,
+                chunk_size=chunk_size,
+                devices=run_devices,
+                bare=bare,
+            ),
+        )
+
     if mixture_sizes:
         mixture = random_mog(seed, mixture_dim)
         for n in mixture_sizes:
             for method in methods:
-                base = dict(
-                    workload="mixture",
-                    method=method,
-                    sampler_method=method,
-                    dtype="float32",
-                    dim=mixture_dim,
-                    num_samples=n,
-                )
-                one(
-                    base,
-                    lambda method=method, n=n: _measure(
-                        key=key,
-                        target=mixture,
-                        method=method,
-                        dim=mixture_dim,
-                        num_samples=n,
-                        nfe=nfe,
-                        repeats=repeats,
-                        chunk_size=chunk_size,
-                        devices=one_device,
-                        bare=True,
-                    ),
-                )
+                run_mixture(mixture, "mixture", method, n, one_device, True)
     if mlp_sizes and mlp_methods:
         targets = {}
         for dtype in dtypes:
@@ -482,29 +489,8 @@ def run(
             counts.append(len(devices))
         for method in scaling_methods:
             for k in counts:
-                base = dict(
-                    workload="scaling",
-                    method=method,
-                    sampler_method=method,
-                    dtype="float32",
-                    dim=mixture_dim,
-                    num_samples=n,
-                    num_devices=k,
-                )
-                one(
-                    base,
-                    lambda method=method, k=k: _measure(
-                        key=key,
-                        target=mixture,
-                        method=method,
-                        dim=mixture_dim,
-                        num_samples=n,
-                        nfe=nfe,
-                        repeats=repeats,
-                        chunk_size=chunk_size,
-                        devices=devices[:k],
-                        bare=False,
-                    ),
+                run_mixture(
+                    mixture, "scaling", method, n, devices[:k], False, num_devices=k
                 )
         _add_speedups(records)
     meta["wall_s"] = time.perf_counter() - start
