@@ -763,7 +763,7 @@ def learned_target(
     """
     model = trained.model if isinstance(trained, TrainedScore) else trained
     if isinstance(model, EnergyNetwork):
-        return from_energy(model.energy)
+        return from_energy(model.energy, t_min=model.t_min)
     if isinstance(model, ScoreNetwork):
         return from_score(model)
     raise TypeError(

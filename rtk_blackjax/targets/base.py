@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import jax
 
+from rtk_blackjax._checks import check_nonnegative
 from rtk_blackjax.types import ArrayLike, ArrayTree
 
 __all__ = ["Target", "ACCESS_LEVELS", "from_score", "from_energy", "score_only"]
@@ -50,12 +51,18 @@ class Target(NamedTuple):
     energy_based
         ``True`` when ``logdensity`` is a learned energy (built by
         :func:`from_energy`): see :attr:`access`.
+    t_min
+        Smallest time at which ``logdensity`` is a trusted ``log p_t``: a learned
+        network's smallest training time (its value below is an extrapolation),
+        0 for analytic targets. Samplers that weight by ``log p_t`` across times
+        (the twisted SMC's exact weights) do not read it below ``t_min``.
     """
 
     score: Callable[[ArrayTree, ArrayLike], ArrayTree]
     logdensity: Callable[[ArrayTree, ArrayLike], jax.Array] | None = None
     mixture: object | None = None
     energy_based: bool = False
+    t_min: float = 0.0
 
     @property
     def access(self) -> str:
@@ -88,14 +95,17 @@ def from_score(
     return Target(score=score_fn, logdensity=logdensity_fn)
 
 
-def from_energy(energy_fn: Callable[[ArrayTree, ArrayLike], jax.Array]) -> Target:
+def from_energy(
+    energy_fn: Callable[[ArrayTree, ArrayLike], jax.Array], *, t_min: float = 0.0
+) -> Target:
     """A :class:`Target` from an energy ``energy_fn(x, t) = log p_t(x) + c(t)``.
 
     The score is ``∇_x energy_fn`` by autodiff; the log density is ``energy_fn``
     itself (the unknown per-time constant ``c(t)`` cancels in every Metropolis
     test and SMC weight, which compare values at one ``t``). The target's
     :attr:`~Target.access` is ``"energy"``. Learned energy networks:
-    :func:`rtk_blackjax.adapters.learned.train_energy`.
+    :func:`rtk_blackjax.adapters.learned.train_energy` (``t_min``: the smallest
+    training time, :attr:`Target.t_min`).
 
     Examples
     --------
@@ -108,7 +118,12 @@ def from_energy(energy_fn: Callable[[ArrayTree, ArrayLike], jax.Array]) -> Targe
         raise TypeError(
             f"energy_fn must be callable (x, t) -> scalar, got {energy_fn!r}"
         )
-    return Target(score=jax.grad(energy_fn), logdensity=energy_fn, energy_based=True)
+    return Target(
+        score=jax.grad(energy_fn),
+        logdensity=energy_fn,
+        energy_based=True,
+        t_min=check_nonnegative("t_min", t_min),
+    )
 
 
 def score_only(target: Target) -> Target:

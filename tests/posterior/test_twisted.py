@@ -88,7 +88,54 @@ def test_smc_matches_the_closed_form_posterior(access):
     prior_draws = MEAN + math.sqrt(VAR) * jax.random.normal(KEY, (n, 3))
     assert not moments_ok(prior_draws, POST_MEAN, POST_SD, n / 3)
     consistent = res.diagnostics["consistent_for"]
-    assert consistent == ("predictor-chain prior" if access == "score" else "posterior")
+    assert (
+        consistent
+        == {
+            "logdensity": "posterior",
+            "energy": "posterior",
+            "score": "predictor-chain prior",
+        }[access]
+    )
+
+
+def test_energy_prior_last_segment_does_not_read_the_energy_at_zero():
+    # A learned energy is not a density below its training times (t_min): there
+    # the twisted SMC weighs by the Gaussian reverse kernel, so on the default grid
+    # (.., 0.1, 0) the last segment does not read the energy. An energy spoiled
+    # only at t = 0 then gives the same draws; with exact_until=0 the spoiled
+    # energy enters the weights and moves them.
+    exact = rb.targets.gaussian(MEAN, VAR)
+
+    def spoil(x, t):
+        return jnp.where(t < 1e-6, 30.0 * jnp.sum(jnp.sin(3.0 * x)), 0.0)
+
+    clean = rb.targets.from_energy(
+        lambda x, t: exact.logdensity(x, t) + 3 * t, t_min=1e-3
+    )
+    spoiled = rb.targets.from_energy(
+        lambda x, t: exact.logdensity(x, t) + 3 * t + spoil(x, t), t_min=1e-3
+    )
+    lik = linear_gaussian_likelihood(A, Y, SIGMA)
+    run = lambda target, **kw: twisted_smc(  # noqa: E731
+        KEY, target, 3, lik, num_particles=1000, prior_nfe_budget=31, **kw
+    )
+    default_clean, default_spoiled = run(clean), run(spoiled)
+    # equal up to float32 rounding (the two programs fuse differently)
+    np.testing.assert_allclose(
+        default_clean.samples, default_spoiled.samples, rtol=0, atol=1e-5
+    )
+    assert moments_ok(default_clean.samples[:, 0], POST_MEAN, POST_SD, 1000 / 3)
+    assert not moments_ok(
+        run(spoiled, exact_until=0.0).samples[:, 0], POST_MEAN, POST_SD, 1000 / 3
+    )
+    assert default_clean.extras["consistent_for"] == (
+        "predictor-chain prior below t = 0.001"
+    )
+    assert run(clean, exact_until=0.0).extras["consistent_for"] == "posterior"
+    with pytest.raises(ValueError, match="exact_until"):
+        run(clean, exact_until=-1.0)
+    with pytest.raises(ValueError, match="t_min"):
+        rb.targets.from_energy(exact.logdensity, t_min=-1.0)
 
 
 def test_mcgdiff_through_sample_matches_the_closed_form_posterior():
