@@ -64,7 +64,8 @@ proposal ``N(μ + σ² ∇_x log p̃(y | x), σ² I)`` with the gradient through
 by a VJP (counted as one prior evaluation), no variance inflation, no MCMC moves.
 
 **Cost** per particle (prior evaluations, what :attr:`PosteriorResult.prior_nfe`
-reports): ours ``1 + K (2 + num_inner_steps)``; TDS ``2 + 2 K``. The log density and
+reports): ours ``1 + K (2 + num_inner_steps)`` (``1 + 2 K + num_inner_steps ·
+mala_segments`` with MALA on the last segments only); TDS ``2 + 2 K``. The log density and
 the score at one point count once (an energy network's value and gradient come
 from one backward pass). Likelihood evaluations count forward-map or
 log-likelihood calls; a Jacobian of ``f`` counts ``d_y`` more.
@@ -217,6 +218,7 @@ class _Config(NamedTuple):
     exact_weights: bool
     exact_until: float | None
     num_inner_steps: int
+    mala_segments: int | None
     num_param_steps: int
     step_scale: float
     threshold: float
@@ -276,6 +278,7 @@ def twisted_smc(
     prior_variance: float | None = None,
     curvature_probes: int = 8,
     exact_until: float | None = None,
+    mala_segments: int | None = None,
 ) -> PosteriorResult:
     """RTK-based twisted SMC: any prior access, any :class:`Likelihood`.
 
@@ -299,6 +302,12 @@ def twisted_smc(
         Explicit reverse-time grid (horizon first, ending at 0).
     num_inner_steps
         MALA steps on ``x`` per segment (0: predictor and weights only).
+    mala_segments
+        Run the MALA steps on the last ``mala_segments`` segments only (default:
+        every segment). The budget then buys ``K = (budget - 1 -
+        num_inner_steps · mala_segments) // 2`` segments: a finer grid, which
+        is what the predictor chain's prior ``p̂₀`` (score access) gains from,
+        for fewer moves (measured trade-off in docs/benchmarks.md).
     num_param_steps
         Random-walk Metropolis steps on ``θ`` per segment (no prior evaluation).
     step_scale
@@ -347,6 +356,10 @@ def twisted_smc(
     ((256, 1, 2), 31.0, 'predictor-chain prior')
     """
     num_inner_steps = check_int("num_inner_steps", num_inner_steps, minimum=0)
+    if mala_segments is not None:
+        mala_segments = check_int("mala_segments", mala_segments, minimum=0)
+        if times is not None:
+            mala_segments = min(mala_segments, len(np.asarray(times)) - 1)
     config = _Config(
         transition="rtk",
         tilt="linearised",
@@ -359,6 +372,7 @@ def twisted_smc(
             else check_nonnegative("exact_until", exact_until)
         ),
         num_inner_steps=num_inner_steps,
+        mala_segments=mala_segments,
         num_param_steps=check_int("num_param_steps", num_param_steps, minimum=0),
         step_scale=check_positive("step_scale", step_scale),
         threshold=check_fraction("ess_threshold", ess_threshold, allow_zero=False),
@@ -372,7 +386,10 @@ def twisted_smc(
         config,
         num_particles=num_particles,
         prior_nfe_budget=prior_nfe_budget,
-        cost_per_segment=2 + num_inner_steps,
+        # MALA on every segment: its steps are part of each segment's cost; on the
+        # last mala_segments only: a fixed cost, paid before the grid is cut
+        cost_per_segment=2 + (num_inner_steps if mala_segments is None else 0),
+        initial_cost=1 + num_inner_steps * (mala_segments or 0),
         times=times,
         horizon=horizon,
         t_min=t_min,
@@ -428,6 +445,7 @@ def tds(
         exact_weights=False,
         exact_until=0.0,
         num_inner_steps=0,
+        mala_segments=None,
         num_param_steps=check_int("num_param_steps", num_param_steps, minimum=0),
         step_scale=1.0,
         threshold=check_fraction("ess_threshold", ess_threshold, allow_zero=False),
@@ -507,6 +525,11 @@ def _run(
         step="segment",
     )
     num_segments = int(times.shape[0]) - 1
+    if config.mala_segments is not None and config.mala_segments > num_segments:
+        raise ValueError(
+            f"mala_segments must be at most the grid's {num_segments} segments, got "
+            f"{config.mala_segments}"
+        )
     config = config._replace(
         prior_variance=_default_variance(prior, prior_variance),
         exact_until=_default_exact_until(prior, config.exact_until),
@@ -537,9 +560,10 @@ def _run(
     per_twist = 1 + jacobian + 2 * config.curvature_probes
     # per segment: the twist at the proposal, one per MALA step, the tilt at the
     # previous particle and one per parameter move
-    lik = per_twist * (
-        1 + num_segments * (2 + config.num_inner_steps + config.num_param_steps)
+    mala_steps = config.num_inner_steps * (
+        num_segments if config.mala_segments is None else config.mala_segments
     )
+    lik = per_twist * (1 + num_segments * (2 + config.num_param_steps) + mala_steps)
     extras = {
         "params": u,
         "ess": info.ess,
@@ -652,6 +676,7 @@ def _cho_solve(low: Array, b: Array) -> Array:
 
 def _build(prior, dim, likelihood, times, n, config):
     gauss, other = likelihood.gaussian, likelihood.other
+    num_segments = int(times.shape[0]) - 1
     exact = config.exact_weights
     V = config.prior_variance
 
@@ -918,11 +943,20 @@ def _build(prior, dim, likelihood, times, n, config):
 
             zz, _, _, aux, acc = jax.lax.fori_loop(
                 0,
-                config.num_inner_steps,
+                steps_here,
                 body,
                 (zi, val, gr, aux, jnp.zeros((), zi.dtype)),
             )
-            return zz, aux, acc / max(config.num_inner_steps, 1)
+            return zz, aux, acc / jnp.maximum(steps_here, 1)
+
+        # MALA on the last ``mala_segments`` segments only (all by default)
+        steps_here = (
+            config.num_inner_steps
+            if config.mala_segments is None
+            else jnp.where(
+                k >= num_segments - config.mala_segments, config.num_inner_steps, 0
+            )
+        )
 
         if config.num_inner_steps:
             z, (score_n, logp_n, tw_n, tgrad_n), acc = jax.vmap(move_x)(
@@ -937,6 +971,8 @@ def _build(prior, dim, likelihood, times, n, config):
                 step_size,
             )
             mala_rate = jnp.mean(acc)
+            if config.mala_segments is not None:
+                mala_rate = jnp.where(steps_here > 0, mala_rate, jnp.nan)
         else:
             mala_rate = jnp.asarray(jnp.nan, x.dtype)
 

@@ -320,7 +320,8 @@ def test_tds_is_exact_for_its_ddpm_chain_on_a_fine_grid():
     )
 
 
-def test_smc_prior_nfe_is_the_real_count():
+@pytest.mark.parametrize("mala_segments", [None, 2])
+def test_smc_prior_nfe_is_the_real_count(mala_segments):
     counter = Counter()
     prior = counter.target(rb.targets.gaussian(MEAN, VAR))
     n = 4  # fixed trip counts: every particle costs the same
@@ -332,8 +333,28 @@ def test_smc_prior_nfe_is_the_real_count():
         num_particles=n,
         prior_nfe_budget=13,
         num_inner_steps=2,
+        mala_segments=mala_segments,
     )
     assert res.prior_nfe * n == counter.nfe()
+    # MALA on every segment: 3 segments of 2 + 2; on the last two: 4 segments of 2
+    # and 2 x 2 MALA steps
+    assert len(res.extras["times"]) - 1 == (3 if mala_segments is None else 4)
+
+
+def test_smc_with_mala_on_the_last_segments_matches_the_closed_form():
+    prior = rb.targets.score_only(rb.targets.gaussian(MEAN, VAR))
+    lik = linear_gaussian_likelihood(A, Y, SIGMA)
+    n = 2000
+    res = twisted_smc(
+        KEY, prior, 3, lik, num_particles=n, prior_nfe_budget=31, mala_segments=4
+    )
+    assert moments_ok(res.samples[:, 0], POST_MEAN, POST_SD, n / 3)
+    acceptance = np.asarray(res.extras["acceptance_per_segment"])
+    assert np.all(np.isnan(acceptance[:-4])) and np.all(acceptance[-4:] > 0.2)
+    with pytest.raises(ValueError, match="mala_segments"):
+        twisted_smc(
+            KEY, prior, 3, lik, num_particles=8, times=[2.0, 1.0, 0.0], mala_segments=-1
+        )
 
 
 def test_score_only_smc_prior_nfe_is_the_real_count():
