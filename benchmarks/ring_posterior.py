@@ -18,10 +18,23 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--num-samples", type=int, default=2000)
     parser.add_argument("--prior-nfe", type=int, default=100)
+    parser.add_argument(
+        "--method-options",
+        type=json.loads,
+        default=None,
+        help="JSON options for the method, e.g. '{\"num_inner_steps\": 0}'",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     rows = [
-        run(m, args.access, s, args.num_samples, args.prior_nfe)
+        run(
+            m,
+            args.access,
+            s,
+            args.num_samples,
+            args.prior_nfe,
+            method_options=args.method_options,
+        )
         for m in args.methods.split(",")
         for s in range(args.seeds)
     ]

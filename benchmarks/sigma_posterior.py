@@ -49,7 +49,9 @@ def make_model(target, dim: int, A):
     return model
 
 
-def run(method, access, seed, dim, obs_dim, num_samples, prior_nfe):
+def run(
+    method, access, seed, dim, obs_dim, num_samples, prior_nfe, method_options=None
+):
     problem = gmm.make_problem(seed, dim, obs_dim)
     half_normal = lambda s: 0.5 * math.log(2 / math.pi) - 0.5 * s**2  # noqa: E731
     ref = reference.sigma_marginal_linear_gaussian(
@@ -69,6 +71,7 @@ def run(method, access, seed, dim, obs_dim, num_samples, prior_nfe):
             num_samples=num_samples,
             prior_nfe=prior_nfe,
             method=method,
+            method_options=method_options,
             y=problem.y,
         )
     sigma = np.asarray(res.samples["sigma"])
@@ -102,10 +105,25 @@ def main(argv=None):
     parser.add_argument("--obs-dim", type=int, default=2)
     parser.add_argument("--num-samples", type=int, default=2000)
     parser.add_argument("--prior-nfe", type=int, default=100)
+    parser.add_argument(
+        "--method-options",
+        type=json.loads,
+        default=None,
+        help="JSON options for the method, e.g. '{\"num_inner_steps\": 0}'",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     rows = [
-        run(m, args.access, s, args.dim, args.obs_dim, args.num_samples, args.prior_nfe)
+        run(
+            m,
+            args.access,
+            s,
+            args.dim,
+            args.obs_dim,
+            args.num_samples,
+            args.prior_nfe,
+            args.method_options,
+        )
         for m in args.methods.split(",")
         for s in range(args.seeds)
     ]

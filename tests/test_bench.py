@@ -192,6 +192,24 @@ def test_posterior_bench_runs_a_score_only_method_on_a_nonlinear_likelihood():
     assert row["sliced_w1"] > 0.0
 
 
+def test_posterior_bench_passes_twisted_options():
+    from rtk_blackjax.benchmarks.posterior import run_posterior_bench
+
+    row = run_posterior_bench(
+        8,
+        2,
+        "twisted",
+        13,
+        seed=0,
+        num_samples=64,
+        num_directions=50,
+        prior_access="score",
+        twisted_options={"num_inner_steps": 0},
+    )
+    # no MALA steps: K = 6 segments of 2 evaluations for the same 13
+    assert row["nfe"] == 13.0 and row["config"]["num_inner_steps"] == 0
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -199,6 +217,7 @@ def test_posterior_bench_runs_a_score_only_method_on_a_nonlinear_likelihood():
         (dict(method="nuts", likelihood="phase"), "linear-Gaussian likelihood only"),
         (dict(method="twisted", likelihood="phase", protocol="mcgdiff"), "protocol"),
         (dict(method="twisted", prior_access="exact"), "prior_access"),
+        (dict(method="dps", twisted_options={"mala_segments": 2}), "twisted_options"),
     ],
 )
 def test_posterior_bench_refuses_what_a_method_cannot_serve(kwargs, message):

@@ -207,7 +207,16 @@ def _smc_grid(prior, dim: int, nfe: int):
     return _GRIDS[id(prior), nfe]
 
 
-def _run_method(method, key, problem, nfe, num_samples, zeta, access="logdensity"):
+def _run_method(
+    method,
+    key,
+    problem,
+    nfe,
+    num_samples,
+    zeta,
+    access="logdensity",
+    twisted_options=None,
+):
     prior = _target(problem.prior, access)
     dim = int(problem.prior.dim)
     if method == "twisted-calibrated":
@@ -239,6 +248,7 @@ def _run_method(method, key, problem, nfe, num_samples, zeta, access="logdensity
         }
     if method in ("twisted", "tds", "mcgdiff"):
         runner = {"twisted": twisted_smc, "tds": tds, "mcgdiff": mcgdiff}[method]
+        options = twisted_options if method == "twisted" else None
         res = runner(
             key,
             prior,
@@ -246,8 +256,9 @@ def _run_method(method, key, problem, nfe, num_samples, zeta, access="logdensity
             _likelihood(problem),
             num_particles=num_samples,
             prior_nfe_budget=nfe,
+            **(options or {}),
         )
-        return res, {"ess_min": float(np.min(res.extras["ess"]))}
+        return res, {"ess_min": float(np.min(res.extras["ess"])), **(options or {})}
     if method == "daps":
         res = daps(
             key,
@@ -427,6 +438,7 @@ def run_posterior_bench(
     prior_access: str = "logdensity",
     likelihood: str = "linear",
     protocol: str = "gmm",
+    twisted_options: dict | None = None,
 ) -> dict:
     """One method on one setting: metrics averaged over problems (or one ``seed``).
 
@@ -434,7 +446,9 @@ def run_posterior_bench(
     log density hidden; ``"energy"``: known up to a per-time constant);
     ``likelihood`` the observation model of ``A x`` (:data:`LIKELIHOODS`);
     ``protocol`` the problem recipe (:data:`PROTOCOLS`, see
-    :func:`~rtk_blackjax.posterior.gmm.make_problem`).
+    :func:`~rtk_blackjax.posterior.gmm.make_problem`); ``twisted_options``
+    keyword arguments for :func:`~rtk_blackjax.posterior.twisted_smc`
+    (``method="twisted"`` only; recorded in the row's ``config``).
 
     Returns the JSON row: ``method, dim, obs_dim, nfe`` (measured prior evaluations
     per sample), ``nfe_budget, likelihood_evals, sliced_w`` (sliced W2),
@@ -457,6 +471,13 @@ def run_posterior_bench(
     prior_access = check_choice("prior_access", prior_access, ACCESS_LEVELS)
     likelihood = check_choice("likelihood", likelihood, LIKELIHOODS)
     protocol = check_choice("protocol", protocol, PROTOCOLS)
+    if twisted_options is not None and (
+        method != "twisted" or not isinstance(twisted_options, dict)
+    ):
+        raise ValueError(
+            "twisted_options must be a dict of twisted_smc keyword arguments and "
+            f"needs method='twisted', got {twisted_options!r} with method={method!r}"
+        )
     needs = METHOD_ACCESS[method]
     if ACCESS_LEVELS.index(prior_access) < ACCESS_LEVELS.index(needs):
         raise ValueError(
@@ -497,7 +518,14 @@ def run_posterior_bench(
         start = time.perf_counter()
         try:
             res, config = _run_method(
-                method, jax.random.key(s), problem, nfe, num_samples, zeta, prior_access
+                method,
+                jax.random.key(s),
+                problem,
+                nfe,
+                num_samples,
+                zeta,
+                prior_access,
+                twisted_options,
             )
             jax.block_until_ready(res.samples)
         except FloatingPointError as err:
@@ -731,6 +759,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="gmm",
         help="problem recipe: ours, or MCGdiff's (random weights, SVD-shaped A)",
     )
+    p.add_argument(
+        "--twisted-options",
+        type=json.loads,
+        default=None,
+        help="JSON keyword arguments for twisted_smc, e.g. '{\"num_inner_steps\": 0}'",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
         "--sweep", action="store_true", help="all --dims x --obs-dims x --methods"
@@ -754,6 +788,8 @@ def main_from_args(args: argparse.Namespace) -> int:
         print(report(args.report, plot_path=args.plot))
         return 0
     if args.sweep:
+        if args.twisted_options is not None:
+            raise SystemExit("--twisted-options: single runs only (--method twisted)")
         methods = [m for m in args.methods.split(",") if m]
         bad = [m for m in methods if m not in METHODS]
         if bad:
@@ -788,6 +824,7 @@ def main_from_args(args: argparse.Namespace) -> int:
         prior_access=args.prior_access,
         likelihood=args.likelihood,
         protocol=args.protocol,
+        twisted_options=args.twisted_options,
     )
     if args.json:
         print(json.dumps(row))

@@ -159,9 +159,11 @@ def run(
     prior_nfe: int,
     *,
     keep_samples: bool = False,
+    method_options: dict | None = None,
 ) -> dict:
     """One method on one seed: mode weights against the grid reference, ``sigma``'s
-    mean and sd errors, warnings raised (``keep_samples``: the draws of ``x`` too)."""
+    mean and sd errors, warnings raised (``keep_samples``: the draws of ``x`` too;
+    ``method_options``: passed to ``rb.posterior.sample``)."""
     y = observations(seed)
     ref_modes, ref_mean, ref_sd = grid_reference(prior_logdensity(access), y)
     model = make_model(ring_target(access))
@@ -174,6 +176,7 @@ def run(
             num_samples=num_samples,
             prior_nfe=prior_nfe,
             method=method,
+            method_options=method_options,
             y=jnp.asarray(y),
         )
     elapsed = time.perf_counter() - start
