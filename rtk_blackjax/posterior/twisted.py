@@ -358,8 +358,6 @@ def twisted_smc(
     num_inner_steps = check_int("num_inner_steps", num_inner_steps, minimum=0)
     if mala_segments is not None:
         mala_segments = check_int("mala_segments", mala_segments, minimum=0)
-        if times is not None:
-            mala_segments = min(mala_segments, len(np.asarray(times)) - 1)
     config = _Config(
         transition="rtk",
         tilt="linearised",

@@ -351,10 +351,17 @@ def test_smc_with_mala_on_the_last_segments_matches_the_closed_form():
     assert moments_ok(res.samples[:, 0], POST_MEAN, POST_SD, n / 3)
     acceptance = np.asarray(res.extras["acceptance_per_segment"])
     assert np.all(np.isnan(acceptance[:-4])) and np.all(acceptance[-4:] > 0.2)
-    with pytest.raises(ValueError, match="mala_segments"):
-        twisted_smc(
-            KEY, prior, 3, lik, num_particles=8, times=[2.0, 1.0, 0.0], mala_segments=-1
-        )
+    for bad in (-1, 3):  # negative; more than the grid's two segments
+        with pytest.raises(ValueError, match="mala_segments"):
+            twisted_smc(
+                KEY,
+                prior,
+                3,
+                lik,
+                num_particles=8,
+                times=[2.0, 1.0, 0.0],
+                mala_segments=bad,
+            )
 
 
 def test_score_only_smc_prior_nfe_is_the_real_count():
