@@ -354,6 +354,13 @@ def twisted_smc(
     ...                   prior_nfe_budget=31)
     >>> res.samples.shape, res.prior_nfe, res.extras["consistent_for"]
     ((256, 1, 2), 31.0, 'predictor-chain prior')
+
+    MALA on the last 4 segments only: 13 segments instead of 10 for the same budget.
+
+    >>> res = twisted_smc(jax.random.key(0), prior, 2, lik, num_particles=256,
+    ...                   prior_nfe_budget=31, mala_segments=4)
+    >>> res.prior_nfe, res.extras["times"].shape[0] - 1
+    (31.0, 13)
     """
     num_inner_steps = check_int("num_inner_steps", num_inner_steps, minimum=0)
     if mala_segments is not None:

@@ -113,6 +113,8 @@ def from_energy(
     >>> target = from_energy(lambda x, t: -0.5 * jnp.sum(x**2) + 3.0 * t)
     >>> target.access, target.score(jnp.ones(2), 0.5).tolist()
     ('energy', [-1.0, -1.0])
+    >>> from_energy(lambda x, t: -0.5 * jnp.sum(x**2), t_min=1e-3).t_min
+    0.001
     """
     if not callable(energy_fn):
         raise TypeError(
