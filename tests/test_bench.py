@@ -168,10 +168,11 @@ def test_cli_overhead_table(capsys):
 # --------------------------------------------------------------------------
 
 
-def test_posterior_bench_runs_a_score_only_method_on_a_nonlinear_likelihood():
+def small_twisted_row(**kwargs) -> dict:
+    """One small score-only ``twisted`` run of bench-posterior (d = 8, d_y = 2)."""
     from rtk_blackjax.benchmarks.posterior import run_posterior_bench
 
-    row = run_posterior_bench(
+    return run_posterior_bench(
         8,
         2,
         "twisted",
@@ -180,8 +181,12 @@ def test_posterior_bench_runs_a_score_only_method_on_a_nonlinear_likelihood():
         num_samples=64,
         num_directions=50,
         prior_access="score",
-        likelihood="phase",
+        **kwargs,
     )
+
+
+def test_posterior_bench_runs_a_score_only_method_on_a_nonlinear_likelihood():
+    row = small_twisted_row(likelihood="phase")
     assert (row["prior_access"], row["likelihood"], row["protocol"]) == (
         "score",
         "phase",
@@ -193,19 +198,7 @@ def test_posterior_bench_runs_a_score_only_method_on_a_nonlinear_likelihood():
 
 
 def test_posterior_bench_passes_twisted_options():
-    from rtk_blackjax.benchmarks.posterior import run_posterior_bench
-
-    row = run_posterior_bench(
-        8,
-        2,
-        "twisted",
-        13,
-        seed=0,
-        num_samples=64,
-        num_directions=50,
-        prior_access="score",
-        twisted_options={"num_inner_steps": 0},
-    )
+    row = small_twisted_row(twisted_options={"num_inner_steps": 0})
     # no MALA steps: K = 6 segments of 2 evaluations for the same 13
     assert row["nfe"] == 13.0 and row["config"]["num_inner_steps"] == 0
 
