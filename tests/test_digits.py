@@ -1,12 +1,12 @@
 """The digits priors, classifier and metrics (rtk_blackjax.benchmarks.digits)."""
 
-import importlib.util
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scripts import load_benchmark_script
 
 from rtk_blackjax.adapters.learned import EnergyNetwork, ScoreNetwork, save_trained
 from rtk_blackjax.benchmarks import digits as dg
@@ -256,12 +256,7 @@ def test_digit_metrics_separate_real_from_blurred(classifier, data):
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location(
-        "digits_prior_script", ROOT / "benchmarks" / "digits_prior.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("digits_prior.py", "digits_prior_script")
 
 
 @pytest.mark.slow  # compiles two samplers of the energy network: ~15 s unloaded

@@ -8,24 +8,16 @@ mixture workload runs the same ``_measure``; building the network's first eager
 ops dominates the test's time on a loaded CPU, so only one workload runs.
 """
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
+from scripts import load_benchmark_script
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location(
-        "gpu_throughput_script", ROOT / "benchmarks" / "gpu_throughput.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("gpu_throughput.py", "gpu_throughput_script")
 
 
 _TINY = dict(
