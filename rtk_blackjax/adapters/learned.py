@@ -762,10 +762,15 @@ def learned_target(
     ('energy', ())
     """
     model = trained.model if isinstance(trained, TrainedScore) else trained
+    if isinstance(model, (EnergyNetwork, ScoreNetwork)):
+        # the training data's scale, for samplers that need the prior's (the
+        # twisted SMC's twist inflation): the network stores it as its
+        # input standardisation
+        variance = float(np.mean(np.asarray(model.data_std) ** 2))
     if isinstance(model, EnergyNetwork):
-        return from_energy(model.energy, t_min=model.t_min)
+        return from_energy(model.energy, t_min=model.t_min, variance=variance)
     if isinstance(model, ScoreNetwork):
-        return from_score(model)
+        return from_score(model, t_min=model.t_min, variance=variance)
     raise TypeError(
         "trained must be a TrainedScore, a ScoreNetwork or an EnergyNetwork, got "
         f"{type(trained)!r}"

@@ -78,7 +78,7 @@ from rtk_blackjax.posterior.twisted import (
     tds,
     twisted_smc,
 )
-from rtk_blackjax.targets.analytic import mixture_target
+from rtk_blackjax.targets.analytic import mixture_target, mixture_variance
 from rtk_blackjax.targets.base import ACCESS_LEVELS, from_energy, score_only
 
 __all__ = [
@@ -161,7 +161,12 @@ def _target(prior, access: str = "logdensity"):
     if key not in _TARGETS:
         exact = mixture_target(prior)
         if access == "energy":
-            _TARGETS[key] = from_energy(lambda x, t: exact.logdensity(x, t) + 3.0 * t)
+            # the prior's scale, as a learned network knows it from its data
+            # (score access reads it from the mixture that score_only keeps)
+            _TARGETS[key] = from_energy(
+                lambda x, t: exact.logdensity(x, t) + 3.0 * t,
+                variance=float(np.mean(mixture_variance(prior))),
+            )
         elif access == "score":
             _TARGETS[key] = score_only(exact)
         else:

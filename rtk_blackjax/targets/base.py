@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import jax
 
-from rtk_blackjax._checks import check_nonnegative
+from rtk_blackjax._checks import check_nonnegative, check_positive
 from rtk_blackjax.types import ArrayLike, ArrayTree
 
 __all__ = ["Target", "ACCESS_LEVELS", "from_score", "from_energy", "score_only"]
@@ -52,10 +52,16 @@ class Target(NamedTuple):
         ``True`` when ``logdensity`` is a learned energy (built by
         :func:`from_energy`): see :attr:`access`.
     t_min
-        Smallest time at which ``logdensity`` is a trusted ``log p_t``: a learned
-        network's smallest training time (its value below is an extrapolation),
-        0 for analytic targets. Samplers that weight by ``log p_t`` across times
-        (the twisted SMC's exact weights) do not read it below ``t_min``.
+        A learned network's smallest training time (its score and energy below
+        are extrapolations), 0 for analytic targets. Samplers that weight by
+        ``log p_t`` across times (the twisted SMC's exact weights) do not read it
+        below ``t_min``, and the twisted SMC's default grid ends there.
+    variance
+        Per-coordinate variance of ``p_0`` averaged over coordinates, when known
+        (a learned network's training data, set by
+        :func:`~rtk_blackjax.adapters.learned.learned_target`), else ``None``.
+        Posterior samplers that need the prior's scale read it (the twisted SMC's
+        twist inflation); an analytic mixture's comes from :attr:`mixture`.
     """
 
     score: Callable[[ArrayTree, ArrayLike], ArrayTree]
@@ -63,6 +69,7 @@ class Target(NamedTuple):
     mixture: object | None = None
     energy_based: bool = False
     t_min: float = 0.0
+    variance: float | None = None
 
     @property
     def access(self) -> str:
@@ -75,8 +82,15 @@ class Target(NamedTuple):
 def from_score(
     score_fn: Callable[[ArrayTree, ArrayLike], ArrayTree],
     logdensity_fn: Callable[[ArrayTree, ArrayLike], jax.Array] | None = None,
+    *,
+    t_min: float = 0.0,
+    variance: float | None = None,
 ) -> Target:
     """Wrap a user-supplied (e.g. learned) ``score_fn(x, t)`` as a :class:`Target`.
+
+    ``t_min``: a learned network's smallest training time, :attr:`Target.t_min`;
+    ``variance``: the per-coordinate variance of ``p_0`` when known (e.g. of the
+    training data), :attr:`Target.variance`.
 
     Examples
     --------
@@ -92,11 +106,19 @@ def from_score(
             f"logdensity_fn must be callable (x, t) -> scalar or None, got "
             f"{logdensity_fn!r}"
         )
-    return Target(score=score_fn, logdensity=logdensity_fn)
+    return Target(
+        score=score_fn,
+        logdensity=logdensity_fn,
+        t_min=check_nonnegative("t_min", t_min),
+        variance=_variance(variance),
+    )
 
 
 def from_energy(
-    energy_fn: Callable[[ArrayTree, ArrayLike], jax.Array], *, t_min: float = 0.0
+    energy_fn: Callable[[ArrayTree, ArrayLike], jax.Array],
+    *,
+    t_min: float = 0.0,
+    variance: float | None = None,
 ) -> Target:
     """A :class:`Target` from an energy ``energy_fn(x, t) = log p_t(x) + c(t)``.
 
@@ -105,7 +127,8 @@ def from_energy(
     test and SMC weight, which compare values at one ``t``). The target's
     :attr:`~Target.access` is ``"energy"``. Learned energy networks:
     :func:`rtk_blackjax.adapters.learned.train_energy` (``t_min``: the smallest
-    training time, :attr:`Target.t_min`).
+    training time, :attr:`Target.t_min`; ``variance``: the training data's
+    per-coordinate variance, :attr:`Target.variance`).
 
     Examples
     --------
@@ -125,7 +148,12 @@ def from_energy(
         logdensity=energy_fn,
         energy_based=True,
         t_min=check_nonnegative("t_min", t_min),
+        variance=_variance(variance),
     )
+
+
+def _variance(variance: float | None) -> float | None:
+    return None if variance is None else check_positive("variance", variance)
 
 
 def score_only(target: Target) -> Target:

@@ -361,6 +361,11 @@ def test_learned_target_of_an_energy_network_has_its_energies():
         )
     score_target = learned_target(make_score_network(jax.random.key(1), data))
     assert score_target.access == "score" and score_target.logdensity is None
+    # both carry the training data's per-coordinate variance (the prior's scale)
+    data_variance = float(np.mean(np.var(np.asarray(data), axis=0)))
+    for tgt in (target, score_target):
+        np.testing.assert_allclose(tgt.variance, data_variance, rtol=1e-5)
+        assert tgt.t_min > 0  # the smallest training time
 
 
 # A correlated 2-D Gaussian (correlation 0.6): the diagonal-Gaussian start misses

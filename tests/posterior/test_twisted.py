@@ -98,22 +98,26 @@ def test_smc_matches_the_closed_form_posterior(access):
     )
 
 
-def test_energy_prior_last_segment_does_not_read_the_energy_at_zero():
-    # A learned energy is not a density below its training times (t_min): there
-    # the twisted SMC weighs by the Gaussian reverse kernel, so on the default grid
-    # (.., 0.1, 0) the last segment does not read the energy. An energy spoiled
-    # only at t = 0 then gives the same draws; with exact_until=0 the spoiled
-    # energy enters the weights and moves them.
+def test_learned_energy_is_read_only_where_the_noise_reaches_the_data_scale():
+    # A learned energy (t_min > 0) is not a density at t = 0 and its differences
+    # between particles are not trusted at small t: by default its segments that
+    # end below s_t² = V (t = 0.80 for V = 0.8) are weighted by the Gaussian
+    # reverse kernel and the grid runs down to t_min. An energy spoiled below
+    # t = 0.5 then gives the same draws; with exact_until=0 the spoiled energy
+    # enters the weights and moves them.
     exact = rb.targets.gaussian(MEAN, VAR)
 
     def spoil(x, t):
-        return jnp.where(t < 1e-6, 30.0 * jnp.sum(jnp.sin(3.0 * x)), 0.0)
+        # the value only: the score (its gradient) stays exact
+        bump = jax.lax.stop_gradient(30.0 * jnp.sum(jnp.sin(3.0 * x)))
+        return jnp.where(t < 0.5, bump, 0.0)
 
-    clean = rb.targets.from_energy(
-        lambda x, t: exact.logdensity(x, t) + 3 * t, t_min=1e-3
-    )
-    spoiled = rb.targets.from_energy(
-        lambda x, t: exact.logdensity(x, t) + 3 * t + spoil(x, t), t_min=1e-3
+    def learned(energy, **kw):
+        return rb.targets.from_energy(energy, t_min=1e-3, **kw)
+
+    clean = learned(lambda x, t: exact.logdensity(x, t) + 3 * t, variance=VAR)
+    spoiled = learned(
+        lambda x, t: exact.logdensity(x, t) + 3 * t + spoil(x, t), variance=VAR
     )
     lik = linear_gaussian_likelihood(A, Y, SIGMA)
     run = lambda target, **kw: twisted_smc(  # noqa: E731
@@ -128,10 +132,17 @@ def test_energy_prior_last_segment_does_not_read_the_energy_at_zero():
     assert not moments_ok(
         run(spoiled, exact_until=0.0).samples[:, 0], POST_MEAN, POST_SD, 1000 / 3
     )
+    until = -0.5 * math.log(1.0 - VAR)
     assert default_clean.extras["consistent_for"] == (
-        "predictor-chain prior below t = 0.001"
+        f"predictor-chain prior below t = {until:g}"
     )
+    np.testing.assert_allclose(default_clean.extras["times"][-2], 1e-3, rtol=1e-6)
+    # without a known scale below 1 (V = 1 here) the energy never enters
+    unscaled = run(learned(lambda x, t: exact.logdensity(x, t)))
+    assert unscaled.extras["consistent_for"] == "predictor-chain prior"
     assert run(clean, exact_until=0.0).extras["consistent_for"] == "posterior"
+    # an analytic log density (t_min = 0) keeps the ring-tuned grid end 0.1
+    np.testing.assert_allclose(run(exact).extras["times"][-2], 0.1, rtol=1e-6)
     with pytest.raises(ValueError, match="exact_until"):
         run(clean, exact_until=-1.0)
     with pytest.raises(ValueError, match="t_min"):
@@ -551,3 +562,26 @@ def test_smc_replicas_in_different_modes_warn(monkeypatch):
         rb.posterior.sample(
             KEY, model, num_samples=200, prior_nfe=31, num_replicas=1, y=Y
         )
+
+
+def test_the_target_variance_is_the_twist_inflation_default():
+    # Target.variance (a learned network's data variance) is the V of the twist's
+    # inflation unless prior_variance is given: the same draws as passing it, and
+    # other draws than the fallback V = 1 of a target without a scale.
+    exact = rb.targets.gaussian(MEAN, VAR)
+    energy = lambda x, t: exact.logdensity(x, t)  # noqa: E731
+    lik = linear_gaussian_likelihood(A, Y, SIGMA)
+    run = lambda target, **kw: (
+        twisted_smc(  # noqa: E731
+            KEY, target, 3, lik, num_particles=200, prior_nfe_budget=31, **kw
+        ).samples
+    )
+    scaled = run(rb.targets.from_energy(energy, variance=9.0))
+    np.testing.assert_array_equal(
+        scaled, run(rb.targets.from_energy(energy), prior_variance=9.0)
+    )
+    assert not np.allclose(scaled, run(rb.targets.from_energy(energy)))
+    with pytest.raises(ValueError, match="variance"):
+        rb.targets.from_energy(energy, variance=0.0)
+    with pytest.raises(ValueError, match="variance"):
+        rb.targets.from_score(exact.score, variance=-1.0)
