@@ -571,11 +571,12 @@ def test_the_target_variance_is_the_twist_inflation_default():
     exact = rb.targets.gaussian(MEAN, VAR)
     energy = lambda x, t: exact.logdensity(x, t)  # noqa: E731
     lik = linear_gaussian_likelihood(A, Y, SIGMA)
-    run = lambda target, **kw: (
-        twisted_smc(  # noqa: E731
+
+    def run(target, **kw):
+        return twisted_smc(
             KEY, target, 3, lik, num_particles=200, prior_nfe_budget=31, **kw
         ).samples
-    )
+
     scaled = run(rb.targets.from_energy(energy, variance=9.0))
     np.testing.assert_array_equal(
         scaled, run(rb.targets.from_energy(energy), prior_variance=9.0)
