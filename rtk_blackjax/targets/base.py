@@ -98,6 +98,9 @@ def from_score(
     >>> target = from_score(lambda x, t: -x)  # p_t = N(0, I) for every t
     >>> target.score(jnp.ones(2), 0.5).tolist()
     [-1.0, -1.0]
+    >>> learned = from_score(lambda x, t: -x, t_min=1e-3, variance=1.0)
+    >>> learned.t_min, learned.variance
+    (0.001, 1.0)
     """
     if not callable(score_fn):
         raise TypeError(f"score_fn must be callable (x, t) -> score, got {score_fn!r}")
@@ -138,6 +141,8 @@ def from_energy(
     ('energy', [-1.0, -1.0])
     >>> from_energy(lambda x, t: -0.5 * jnp.sum(x**2), t_min=1e-3).t_min
     0.001
+    >>> from_energy(lambda x, t: -0.5 * jnp.sum(x**2), variance=0.3).variance
+    0.3
     """
     if not callable(energy_fn):
         raise TypeError(
