@@ -270,6 +270,18 @@ MUTATIONS = [
         ),
         "MCGdiff resamples uniformly (indices not drawn from the weights)",
     ),
+    Mutation(
+        "posterior-program-keeps-first-observation",
+        "rtk_blackjax/posterior/twisted.py",
+        "        lambda: _build(prior, dim, bind, times, num_particles, config),\n",
+        "        lambda: _build(prior, dim, lambda _, d=data: bind(d), times,"
+        " num_particles, config),\n",
+        (
+            "tests/posterior/test_model_data.py::"
+            "test_a_new_observation_compiles_nothing_and_is_read",
+        ),
+        "the cached twisted-SMC program reads the observation it was built for",
+    ),
 ]
 
 

@@ -75,7 +75,7 @@ log-likelihood calls; a Jacobian of ``f`` counts ``d_y`` more.
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -149,6 +149,16 @@ class Likelihood(NamedTuple):
         ``init_params(key) -> u``: a draw of ``u`` from that prior.
     constrain
         ``constrain(u) -> dict`` of constrained sites (what results report).
+    data
+        The arrays the functions above read (a NumPyro model's array arguments:
+        the observations...), or ``None``.
+    bind
+        ``bind(data) -> Likelihood``: this likelihood for other data of the same
+        shapes, built with JAX operations only, or ``None``. The samplers key their
+        compiled programs on ``bind`` and pass ``data`` as an argument, so one
+        program serves every observation of a model
+        (:func:`~rtk_blackjax.posterior.model.model_likelihood` sets both);
+        without it a program is keyed on the likelihood object itself.
     """
 
     gaussian: GaussianObservation | None = None
@@ -157,6 +167,8 @@ class Likelihood(NamedTuple):
     log_prior: Callable | None = None
     init_params: Callable | None = None
     constrain: Callable | None = None
+    data: Any = None
+    bind: Callable | None = None
 
     def log_likelihood(self, x: Array, u: Array) -> Array:
         """The exact ``log L(y | x, θ)`` (the twist at ``t = 0``)."""
@@ -569,18 +581,24 @@ def _run(
         prior_variance=variance,
         exact_until=_default_exact_until(prior, config.exact_until, variance),
     )
+    # A likelihood with a ``bind`` reaches the program as data: one program serves
+    # every observation of the same model.
+    if likelihood.bind is None:
+        bind, data = (lambda _: likelihood), None
+    else:
+        bind, data = likelihood.bind, likelihood.data
     run = _RUNS.get(
         (
             by_identity(prior),
-            by_identity(likelihood),
+            by_identity(likelihood if likelihood.bind is None else likelihood.bind),
             by_value(times),
             dim,
             num_particles,
             config,
         ),
-        lambda: _build(prior, dim, likelihood, times, num_particles, config),
+        lambda: _build(prior, dim, bind, times, num_particles, config),
     )
-    x, u, log_z, info, finite = run(rng_key)
+    x, u, log_z, info, finite = run(rng_key, data)
     if not bool(finite):
         bad = np.flatnonzero(~np.isfinite(np.asarray(info.ess)))
         raise FloatingPointError(
@@ -709,7 +727,19 @@ def _cho_solve(low: Array, b: Array) -> Array:
     return jax.lax.fori_loop(0, n, row, jnp.zeros_like(w))
 
 
-def _build(prior, dim, likelihood, times, n, config):
+def _build(prior, dim, bind, times, n, config):
+    """The compiled ``run(rng_key, data)`` of one configuration, the likelihood
+    ``bind(data)``."""
+
+    @jax.jit
+    def run(rng_key, data):
+        return _particle_system(prior, dim, bind(data), times, n, config)(rng_key)
+
+    return run
+
+
+def _particle_system(prior, dim, likelihood, times, n, config):
+    """``run(rng_key) -> (x, u, log_z, info, finite)``, traced inside :func:`_build`."""
     gauss, other = likelihood.gaussian, likelihood.other
     num_segments = int(times.shape[0]) - 1
     exact = config.exact_weights
@@ -1028,7 +1058,6 @@ def _build(prior, dim, likelihood, times, n, config):
         carry = (key, z, score_n, tgrad_n, logp_n, u, tw_n, logw_new, log_z + log_incr)
         return carry, info
 
-    @jax.jit
     def run(rng_key):
         k_init, k_loop, k_final = jax.random.split(rng_key, 3)
         init = jax.vmap(init_one)(jax.random.split(k_init, n))
