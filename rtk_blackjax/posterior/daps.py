@@ -56,16 +56,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rtk_blackjax._cache import ProgramCache, by_identity, by_value
 from rtk_blackjax._checks import check_int, check_key, check_positive
 from rtk_blackjax.posterior.base import PosteriorResult, steps_for_budget
 from rtk_blackjax.posterior.dps import _PARAM_SPREAD_DRAWS, DEFAULT_PARAM_STEP
-from rtk_blackjax.posterior.twisted import Likelihood, _check_likelihood
+from rtk_blackjax.posterior.twisted import (
+    Likelihood,
+    _check_likelihood,
+    likelihood_program,
+)
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import Array, PRNGKey
 
 __all__ = ["daps", "annealing_levels"]
 
 _RHO = 7.0  # EDM's polynomial time-step exponent, DAPS's "poly-7"
+_RUNS = ProgramCache(16)
 
 
 def annealing_levels(
@@ -188,106 +194,132 @@ def daps(
     next_levels = jnp.concatenate([levels[1:], jnp.zeros(1, levels.dtype)])
     dtype = levels.dtype
     num_params = int(likelihood.num_params)
-    gauss = likelihood.gaussian
 
-    if num_params:
-        # the parameters' step scale: the spread of prior draws (as in dps)
-        draws = jax.vmap(likelihood.init_params)(
-            jax.random.split(jax.random.fold_in(rng_key, 2), _PARAM_SPREAD_DRAWS)
-        )
-        sd_u = jnp.maximum(jnp.std(draws, axis=0), 1e-6)
-        h_u = param_step * sd_u**2
+    def build(bind):
+        @jax.jit
+        def run(key, data):
+            likelihood = bind(data)
+            gauss = likelihood.gaussian
 
-    def tweedie(z, sigma):
-        # VE denoiser through the OU score: x_t = a z, t = ½ log(1 + σ²)
-        t = 0.5 * jnp.log1p(sigma**2)
-        a = jax.lax.rsqrt(1.0 + sigma**2)
-        return z + sigma**2 * a * prior.score(a * z, t)
-
-    def ode_to_zero(z, sigma):
-        """Euler on dz/dτ = (z - D(z, τ)) / τ over DAPS's grid from σ to 0."""
-        lo, hi = ode_sigma_min ** (1 / _RHO), sigma ** (1 / _RHO)
-
-        def tau(j):
-            r = j / max(num_ode_steps - 1, 1)
-            inner = (hi + r * (lo - hi)) ** _RHO
-            return jnp.where(j < num_ode_steps, inner, 0.0)
-
-        def body(j, z):
-            tau_j, tau_n = tau(j), tau(j + 1)
-            d = tweedie(z, tau_j)
-            return d + (tau_n / tau_j) * (z - d)
-
-        return jax.lax.fori_loop(0, num_ode_steps, body, z)
-
-    def curvature(x0, u):
-        # Gauss–Newton trace Σ_j |∇f_j|² / var_j at x̂0 (d_y likelihood evaluations)
-        if gauss is None:
-            return jnp.zeros((), dtype)
-        jac = jax.jacrev(lambda x: gauss.forward(x, u))(x0)
-        return jnp.sum(jac**2 / gauss.variance(x0, u)[:, None])
-
-    def log_target(x0, u, x0hat, r2):
-        out = likelihood.log_likelihood(x0, u) - 0.5 * jnp.sum((x0 - x0hat) ** 2) / r2
-        if num_params:
-            out = out + likelihood.log_prior(u)
-        return out
-
-    def level(z, u, sigma, sigma_next, key):
-        x0hat = ode_to_zero(z, sigma)
-        r2 = sigma**2
-        eta = step_scale / (1.0 / r2 + curvature(x0hat, u))
-        grad = jax.grad(log_target, argnums=(0, 1))
-        k_lang, k_noise = jax.random.split(key)
-
-        def langevin(i, carry):
-            x0, u = carry
-            kx, ku = jax.random.split(jax.random.fold_in(k_lang, i))
-            gx, gu = grad(x0, u, x0hat, r2)
-            # tamed (Brosse et al. 2019): a drift of at most r per coordinate, so
-            # a curvature estimate that is too small (a nonlinear f flat at x̂0)
-            # cannot throw x0 far out
-            drift = eta * gx
-            drift = drift / (1.0 + jnp.abs(drift) / jnp.sqrt(r2))
-            noise = jax.random.normal(kx, x0.shape, x0.dtype)
-            x0 = x0 + drift + jnp.sqrt(2.0 * eta) * noise
             if num_params:
-                # tamed ULA (the drift bounded by one prior spread, as in dps)
-                drift = h_u * gu
-                drift = drift / (1.0 + jnp.abs(drift) / sd_u)
-                u = (
-                    u
-                    + drift
-                    + jnp.sqrt(2.0 * h_u) * jax.random.normal(ku, u.shape, u.dtype)
+                # the parameters' step scale: the spread of prior draws (as in dps)
+                draws = jax.vmap(likelihood.init_params)(
+                    jax.random.split(jax.random.fold_in(key, 2), _PARAM_SPREAD_DRAWS)
                 )
-            return x0, u
+                sd_u = jnp.maximum(jnp.std(draws, axis=0), 1e-6)
+                h_u = param_step * sd_u**2
 
-        x0, u = jax.lax.fori_loop(0, num_langevin_steps, langevin, (x0hat, u))
-        noise = jax.random.normal(k_noise, x0.shape, x0.dtype)
-        return x0 + sigma_next * noise, u
+            def tweedie(z, sigma):
+                # VE denoiser through the OU score: x_t = a z, t = ½ log(1 + σ²)
+                t = 0.5 * jnp.log1p(sigma**2)
+                a = jax.lax.rsqrt(1.0 + sigma**2)
+                return z + sigma**2 * a * prior.score(a * z, t)
 
-    @jax.jit
-    def run(key):
-        k0, k_u, k_loop = jax.random.split(key, 3)
-        z = sigma_max * jax.random.normal(k0, (num_samples, dim), dtype)
-        if num_params:
-            u = jax.vmap(likelihood.init_params)(jax.random.split(k_u, num_samples))
-        else:
-            u = jnp.zeros((num_samples, 0), dtype)
+            def ode_to_zero(z, sigma):
+                """Euler on dz/dτ = (z - D(z, τ)) / τ over DAPS's grid from σ to 0."""
+                lo, hi = ode_sigma_min ** (1 / _RHO), sigma ** (1 / _RHO)
 
-        def body(carry, inp):
-            z, u = carry
-            sigma, sigma_next, kk = inp
-            ks = jax.random.split(kk, num_samples)
-            return jax.vmap(lambda zi, ui, ki: level(zi, ui, sigma, sigma_next, ki))(
-                z, u, ks
-            ), None
+                def tau(j):
+                    r = j / max(num_ode_steps - 1, 1)
+                    inner = (hi + r * (lo - hi)) ** _RHO
+                    return jnp.where(j < num_ode_steps, inner, 0.0)
 
-        keys = jax.random.split(k_loop, num_levels)
-        (z, u), _ = jax.lax.scan(body, (z, u), (levels, next_levels, keys))
-        return z, u
+                def body(j, z):
+                    tau_j, tau_n = tau(j), tau(j + 1)
+                    d = tweedie(z, tau_j)
+                    return d + (tau_n / tau_j) * (z - d)
 
-    x, u = run(rng_key)
+                return jax.lax.fori_loop(0, num_ode_steps, body, z)
+
+            def curvature(x0, u):
+                # Gauss–Newton trace Σ_j |∇f_j|² / var_j at x̂0 (d_y likelihood evaluations)
+                if gauss is None:
+                    return jnp.zeros((), dtype)
+                jac = jax.jacrev(lambda x: gauss.forward(x, u))(x0)
+                return jnp.sum(jac**2 / gauss.variance(x0, u)[:, None])
+
+            def log_target(x0, u, x0hat, r2):
+                out = (
+                    likelihood.log_likelihood(x0, u)
+                    - 0.5 * jnp.sum((x0 - x0hat) ** 2) / r2
+                )
+                if num_params:
+                    out = out + likelihood.log_prior(u)
+                return out
+
+            def level(z, u, sigma, sigma_next, key):
+                x0hat = ode_to_zero(z, sigma)
+                r2 = sigma**2
+                eta = step_scale / (1.0 / r2 + curvature(x0hat, u))
+                grad = jax.grad(log_target, argnums=(0, 1))
+                k_lang, k_noise = jax.random.split(key)
+
+                def langevin(i, carry):
+                    x0, u = carry
+                    kx, ku = jax.random.split(jax.random.fold_in(k_lang, i))
+                    gx, gu = grad(x0, u, x0hat, r2)
+                    # tamed (Brosse et al. 2019): a drift of at most r per coordinate, so
+                    # a curvature estimate that is too small (a nonlinear f flat at x̂0)
+                    # cannot throw x0 far out
+                    drift = eta * gx
+                    drift = drift / (1.0 + jnp.abs(drift) / jnp.sqrt(r2))
+                    noise = jax.random.normal(kx, x0.shape, x0.dtype)
+                    x0 = x0 + drift + jnp.sqrt(2.0 * eta) * noise
+                    if num_params:
+                        # tamed ULA (the drift bounded by one prior spread, as in dps)
+                        drift = h_u * gu
+                        drift = drift / (1.0 + jnp.abs(drift) / sd_u)
+                        u = (
+                            u
+                            + drift
+                            + jnp.sqrt(2.0 * h_u)
+                            * jax.random.normal(ku, u.shape, u.dtype)
+                        )
+                    return x0, u
+
+                x0, u = jax.lax.fori_loop(0, num_langevin_steps, langevin, (x0hat, u))
+                noise = jax.random.normal(k_noise, x0.shape, x0.dtype)
+                return x0 + sigma_next * noise, u
+
+            k0, k_u, k_loop = jax.random.split(key, 3)
+            z = sigma_max * jax.random.normal(k0, (num_samples, dim), dtype)
+            if num_params:
+                u = jax.vmap(likelihood.init_params)(jax.random.split(k_u, num_samples))
+            else:
+                u = jnp.zeros((num_samples, 0), dtype)
+
+            def body(carry, inp):
+                z, u = carry
+                sigma, sigma_next, kk = inp
+                ks = jax.random.split(kk, num_samples)
+                return jax.vmap(
+                    lambda zi, ui, ki: level(zi, ui, sigma, sigma_next, ki)
+                )(z, u, ks), None
+
+            keys = jax.random.split(k_loop, num_levels)
+            (z, u), _ = jax.lax.scan(body, (z, u), (levels, next_levels, keys))
+            return z, u
+
+        return run
+
+    run, data = likelihood_program(
+        _RUNS,
+        (
+            by_identity(prior),
+            dim,
+            num_samples,
+            by_value(levels),
+            num_ode_steps,
+            num_langevin_steps,
+            step_scale,
+            param_step,
+            sigma_max,
+            ode_sigma_min,
+        ),
+        likelihood,
+        build,
+    )
+    x, u = run(rng_key, data)
     if not (bool(jnp.all(jnp.isfinite(x))) and bool(jnp.all(jnp.isfinite(u)))):
         raise FloatingPointError(
             f"DAPS produced non-finite samples (step_scale={step_scale} too large?)"

@@ -39,6 +39,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from rtk_blackjax._cache import ProgramCache, by_identity, by_value
 from rtk_blackjax._checks import (
     check_int,
     check_key,
@@ -55,7 +56,11 @@ from rtk_blackjax.posterior.base import (
     budget_grid,
     check_linear_gaussian,
 )
-from rtk_blackjax.posterior.twisted import Likelihood, _check_likelihood
+from rtk_blackjax.posterior.twisted import (
+    Likelihood,
+    _check_likelihood,
+    likelihood_program,
+)
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import Array, ArrayLike, PRNGKey
 
@@ -154,15 +159,25 @@ def dps(
     dtype = jnp.result_type(float)
     num_params = int(likelihood.num_params)
 
-    def lik_grad(x0, u):
-        # one likelihood pass gives both gradients (x for the guidance, u for the
-        # parameters' Langevin step)
-        return jax.grad(likelihood.log_likelihood, argnums=(0, 1))(x0, u)
+    def guidance(lik: Likelihood):
+        def lik_grad(x0, u):
+            # one likelihood pass gives both gradients (x for the guidance, u for
+            # the parameters' Langevin step)
+            return jax.grad(lik.log_likelihood, argnums=(0, 1))(x0, u)
 
-    x, u = _run_dps(
-        rng_key, prior, dim, times, num_samples, zeta, lik_grad, dtype,
-        likelihood if num_params else None, param_step,
+        return lik_grad, (lik if num_params else None)
+
+    run, data = likelihood_program(
+        _RUNS,
+        (by_identity(prior), by_value(times), dim, num_samples, zeta, param_step,
+         str(dtype)),
+        likelihood,
+        lambda bind: _dps_program(
+            prior, dim, times, num_samples, zeta, dtype, param_step,
+            lambda data: guidance(bind(data)),
+        ),
     )  # fmt: skip
+    x, u = _finite(*run(rng_key, data), zeta)
     extras = {"zeta": zeta, "times": times}
     if num_params:
         extras["params"] = u
@@ -178,76 +193,77 @@ def dps(
     )
 
 
-def _run_dps(
-    rng_key: PRNGKey,
+_RUNS = ProgramCache(16)
+
+
+def _dps_program(
     prior: Target,
     dim: int,
     times: Array,
     num_samples: int,
     zeta: float,
-    lik_grad: Callable,
     dtype,
-    likelihood: Likelihood | None,
     param_step: float,
-) -> tuple[Array, Array]:
-    """The DPS chain; ``lik_grad(x0, u) -> (∇_x0 log L, ∇_u log L)``.
+    guidance: Callable,
+) -> Callable:
+    """The compiled DPS chain ``run(rng_key, data) -> (x, u)``.
 
-    ``likelihood`` is given only when there are latent parameters (it supplies their
-    prior); without them the traced program is exactly the one
+    ``guidance(data) -> (lik_grad, likelihood)``: ``lik_grad(x0, u) -> (∇_x0 log L,
+    ∇_u log L)``, and the likelihood only when there are latent parameters (it
+    supplies their prior); without them the traced program is exactly the one
     :func:`dps_linear_gaussian` always compiled (its golden hashes hold).
     """
     num_steps = int(times.shape[0]) - 1
     zeta = float(zeta)
-    with_params = likelihood is not None
-
-    if with_params:
-        # the parameters' step scale: the spread of prior draws (fixed count)
-        k_spread = jax.random.fold_in(rng_key, 2)
-        draws = jax.vmap(likelihood.init_params)(
-            jax.random.split(k_spread, _PARAM_SPREAD_DRAWS)
-        )
-        sd_u = jnp.maximum(jnp.std(draws, axis=0), 1e-6)
-        h_u = param_step * sd_u**2
-    else:
-        sd_u = h_u = None
-
-    def one_step(x, u, t, t_next, key):
-        a_t, s2_t = ou_mean_coef(t), ou_variance(t)
-        score, vjp = jax.vjp(lambda z: prior.score(z, t), x)
-        x0 = (x + s2_t * score) / a_t
-        # ∇_x log L(y | x̂0(x), u) = (∂x̂0/∂x)ᵀ ∇_x0 log L, and
-        # (∂x̂0/∂x)ᵀ v = (v + s² J_scoreᵀ v) / a
-        g, g_u = lik_grad(x0, u)
-        (jt_g,) = vjp(g)
-        lik_grad_x = (g + s2_t * jt_g) / a_t
-        # Guided score = prior score + ζ × approximate likelihood score; it enters
-        # the step through the Tweedie estimate it implies.
-        x0 = (x + s2_t * (score + zeta * lik_grad_x)) / a_t
-        # Ancestral step q(x_{t'} | x_t, x0 = x̂0): stable for the long first
-        # segments of a geometric grid (the exponential integrator is not), and
-        # the (guided) Tweedie denoise itself on the last segment to t' = 0.
-        a_h, s2_h = transition_coefs(t_next, t)
-        a_n, s2_n = ou_mean_coef(t_next), ou_variance(t_next)
-        var = s2_n * s2_h / (s2_h + a_h**2 * s2_n)
-        mean = var * (a_n * x0 / jnp.maximum(s2_n, 1e-30) + a_h * x / s2_h)
-        mean = jnp.where(s2_n > 0, mean, x0)
-        noise = jax.random.normal(key, x.shape, x.dtype)
-        x_next = mean + jnp.sqrt(var) * noise
-        if with_params:
-            # tamed ULA on log p(u) + log L(y | x̂0, u) (x̂0 the unguided Tweedie)
-            drift = h_u * (jax.grad(likelihood.log_prior)(u) + g_u)
-            drift = drift / (1.0 + jnp.abs(drift) / sd_u)
-            eps = jax.random.normal(jax.random.fold_in(key, 1), u.shape, u.dtype)
-            u = u + drift + jnp.sqrt(2.0 * h_u) * eps
-        return x_next, u
 
     @jax.jit
-    def run(key):
-        k0, k1 = jax.random.split(key)
+    def run(rng_key, data):
+        lik_grad, likelihood = guidance(data)
+        with_params = likelihood is not None
+        if with_params:
+            # the parameters' step scale: the spread of prior draws (fixed count)
+            k_spread = jax.random.fold_in(rng_key, 2)
+            draws = jax.vmap(likelihood.init_params)(
+                jax.random.split(k_spread, _PARAM_SPREAD_DRAWS)
+            )
+            sd_u = jnp.maximum(jnp.std(draws, axis=0), 1e-6)
+            h_u = param_step * sd_u**2
+
+        def one_step(x, u, t, t_next, key):
+            a_t, s2_t = ou_mean_coef(t), ou_variance(t)
+            score, vjp = jax.vjp(lambda z: prior.score(z, t), x)
+            x0 = (x + s2_t * score) / a_t
+            # ∇_x log L(y | x̂0(x), u) = (∂x̂0/∂x)ᵀ ∇_x0 log L, and
+            # (∂x̂0/∂x)ᵀ v = (v + s² J_scoreᵀ v) / a
+            g, g_u = lik_grad(x0, u)
+            (jt_g,) = vjp(g)
+            lik_grad_x = (g + s2_t * jt_g) / a_t
+            # Guided score = prior score + ζ × approximate likelihood score; it
+            # enters the step through the Tweedie estimate it implies.
+            x0 = (x + s2_t * (score + zeta * lik_grad_x)) / a_t
+            # Ancestral step q(x_{t'} | x_t, x0 = x̂0): stable for the long first
+            # segments of a geometric grid (the exponential integrator is not),
+            # and the (guided) Tweedie denoise itself on the last segment to t' = 0.
+            a_h, s2_h = transition_coefs(t_next, t)
+            a_n, s2_n = ou_mean_coef(t_next), ou_variance(t_next)
+            var = s2_n * s2_h / (s2_h + a_h**2 * s2_n)
+            mean = var * (a_n * x0 / jnp.maximum(s2_n, 1e-30) + a_h * x / s2_h)
+            mean = jnp.where(s2_n > 0, mean, x0)
+            noise = jax.random.normal(key, x.shape, x.dtype)
+            x_next = mean + jnp.sqrt(var) * noise
+            if with_params:
+                # tamed ULA on log p(u) + log L(y | x̂0, u) (x̂0 the unguided Tweedie)
+                drift = h_u * (jax.grad(likelihood.log_prior)(u) + g_u)
+                drift = drift / (1.0 + jnp.abs(drift) / sd_u)
+                eps = jax.random.normal(jax.random.fold_in(key, 1), u.shape, u.dtype)
+                u = u + drift + jnp.sqrt(2.0 * h_u) * eps
+            return x_next, u
+
+        k0, k1 = jax.random.split(rng_key)
         x = jax.random.normal(k0, (num_samples, dim), dtype)
         if with_params:
             u = jax.vmap(likelihood.init_params)(
-                jax.random.split(jax.random.fold_in(key, 1), num_samples)
+                jax.random.split(jax.random.fold_in(rng_key, 1), num_samples)
             )
         else:
             u = jnp.zeros((num_samples, 0), dtype)
@@ -264,7 +280,10 @@ def _run_dps(
         (x, u), _ = jax.lax.scan(scan_body, (x, u), (times[:-1], times[1:], keys))
         return x, u
 
-    x, u = run(rng_key)
+    return run
+
+
+def _finite(x: Array, u: Array, zeta: float) -> tuple[Array, Array]:
     if not (bool(jnp.all(jnp.isfinite(x))) and bool(jnp.all(jnp.isfinite(u)))):
         raise FloatingPointError(
             f"DPS produced non-finite samples (zeta={zeta} too large for this problem?)"
@@ -332,10 +351,11 @@ def dps_linear_gaussian(
         resid = y - A @ x0
         return A.T @ resid / sigma2, u
 
-    x, _ = _run_dps(
-        rng_key, prior, A.shape[1], times, num_samples, zeta, lik_grad, A.dtype,
-        None, DEFAULT_PARAM_STEP,
+    run = _dps_program(
+        prior, A.shape[1], times, num_samples, zeta, A.dtype, DEFAULT_PARAM_STEP,
+        lambda _: (lik_grad, None),
     )  # fmt: skip
+    x, _ = _finite(*run(rng_key, None), zeta)
     num_steps = int(times.shape[0]) - 1
     return PosteriorResult(
         samples=x[:, None, :],

@@ -187,6 +187,26 @@ class Likelihood(NamedTuple):
         return 0 if self.gaussian is None else int(self.gaussian.y.shape[0])
 
 
+def likelihood_program(
+    cache: ProgramCache, key: tuple, likelihood: Likelihood, build: Callable
+) -> tuple[Callable, Any]:
+    """``(run, data)``: a sampler's compiled ``run(rng_key, data)`` for
+    ``likelihood``, and the data to call it with.
+
+    ``build(bind)`` compiles the program for the likelihood ``bind(data)``; it is
+    cached under ``key`` (the sampler's static configuration) and the likelihood's
+    structure: its :attr:`~Likelihood.bind` when it has one (one program for every
+    observation of a model), else the likelihood object itself.
+    """
+    if likelihood.bind is None:
+        return cache.get(
+            (by_identity(likelihood), *key), lambda: build(lambda _: likelihood)
+        ), None
+    return cache.get(
+        (by_identity(likelihood.bind), *key), lambda: build(likelihood.bind)
+    ), likelihood.data
+
+
 def linear_gaussian_likelihood(A: ArrayLike, y: ArrayLike, sigma: float) -> Likelihood:
     """``y = A x + σ ε`` as a :class:`Likelihood` (no latent parameters).
 
@@ -581,22 +601,11 @@ def _run(
         prior_variance=variance,
         exact_until=_default_exact_until(prior, config.exact_until, variance),
     )
-    # A likelihood with a ``bind`` reaches the program as data: one program serves
-    # every observation of the same model.
-    if likelihood.bind is None:
-        bind, data = (lambda _: likelihood), None
-    else:
-        bind, data = likelihood.bind, likelihood.data
-    run = _RUNS.get(
-        (
-            by_identity(prior),
-            by_identity(likelihood if likelihood.bind is None else likelihood.bind),
-            by_value(times),
-            dim,
-            num_particles,
-            config,
-        ),
-        lambda: _build(prior, dim, bind, times, num_particles, config),
+    run, data = likelihood_program(
+        _RUNS,
+        (by_identity(prior), by_value(times), dim, num_particles, config),
+        likelihood,
+        lambda bind: _build(prior, dim, bind, times, num_particles, config),
     )
     x, u, log_z, info, finite = run(rng_key, data)
     if not bool(finite):
