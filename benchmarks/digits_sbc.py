@@ -313,14 +313,25 @@ def run_sbc(task, method, kind, args, truths, classifier, log):
             )
         return draws(key, y)
 
-    out = sbc_ranks(
-        jax.random.key(args.seed),
-        simulate,
-        logged_draws,
-        statistics,
-        reps,
-        num_draws=args.num_draws,
-    )
+    try:
+        out = sbc_ranks(
+            jax.random.key(args.seed),
+            simulate,
+            logged_draws,
+            statistics,
+            reps,
+            num_draws=args.num_draws,
+        )
+    except FloatingPointError as err:
+        # the entry point refuses to return non-finite draws: the method cannot
+        # serve this observation, so it fails SBC (no rank for it, no retry)
+        row.update(
+            passed=False,
+            failed=f"non-finite draws on replication {len(done)} of {reps}: {err}",
+            reps=len(done),
+        )
+        log(f"{task:15s} {method:12s} {kind:6s} FAIL: {row['failed']}")
+        return row, None
     wall = time.perf_counter() - start
     bins = num_bins_for(reps, out.num_draws)
     test = rank_uniformity(out.ranks, out.num_draws, num_bins=bins)
@@ -484,6 +495,12 @@ def print_table(rows, held):
     )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
+        if "failed" in r:
+            print(
+                f"| {r['task']} | {r['method']} | {r['prior']} | **fail**: "
+                f"{r['failed'][:90]} | – | {r['reps']} | {r.get('prior_nfe', '–')} | – |"
+            )
+            continue
         if "refused" in r or "skipped" in r:
             why = r.get("refused", r.get("skipped"))
             nfe = r.get("prior_nfe", "–")
