@@ -43,14 +43,15 @@ warnings. ``split-gibbs`` and ``nuts`` compile per call; they get
 pixels, pixel units 0..16, peak 16) and the coverage of the central 50 % and 90 %
 posterior intervals of the hidden pixels.
 
-Cost, measured on 2 shared cores (load 6-11): one replication of ``smc`` or
-``tds`` (128 draws, 100 prior NFE each) takes about 2.5 s on the inpainting tasks
-(32 observations) but about 14 s on ``denoise`` and ``blur`` (64 observations: the
-twist linearises the forward map, one Jacobian row per observation); ``dps`` and
-``daps`` about 13 s (compilation). So the issue's 200 replications per task and
-method do not fit an hour here: the defaults (120 for ``smc`` with the energy prior,
-30 for the other cached methods) fit about 30 minutes on the two inpainting tasks;
-``docs/posteriors.md`` lists the commands of the published table.
+Cost, measured on 2 cores (2026-12-07): one replication (128 draws, 100 prior NFE
+each) of ``smc`` or ``tds`` takes 1.2-2.5 s on the inpainting tasks (32
+observations) but about 9.5 s (``smc``) to 16-19 s on ``denoise`` and ``blur`` (64
+observations: the twist linearises the forward map, one Jacobian row per
+observation); ``dps`` and ``daps`` 0.2-0.4 s. 200 replications of the five cached
+method-prior pairs on the two inpainting tasks take about 45 minutes
+(``--reps 200 --smc-reps 200 --tasks inpaint-block,inpaint-random``; the defaults
+are 120 and 30); ``docs/posteriors.md`` lists the commands of the published
+table.
 
 Run (2 cores)::
 
