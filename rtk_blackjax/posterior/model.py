@@ -201,15 +201,6 @@ def _split_arguments(model_args: tuple, model_kwargs: dict):
     return data, rebuild, (treedef, is_data, static, shapes)
 
 
-def _inspected_params(sites: ModelSites):
-    """The flat unconstrained ``u`` of the inspection trace's latent draws."""
-    tree = {
-        n: biject_to(sites.trace[n]["fn"].support).inv(sites.trace[n]["value"])
-        for n in sites.latent
-    }
-    return ravel_pytree(tree)[0].astype(jnp.result_type(float))
-
-
 class _Binder(NamedTuple):
     """What one model structure gives: see :func:`_binder`."""
 
@@ -231,10 +222,12 @@ def _binder(model: Callable, sites: ModelSites, rebuild: Callable) -> _Binder:
     trace = sites.trace
     transforms = {n: biject_to(trace[n]["fn"].support) for n in sites.latent}
     dtype = jnp.result_type(float)
-    u0 = _inspected_params(sites)
-    _, unravel = ravel_pytree(
+    # the inspection trace's latent draws, flat and unconstrained: a point at which
+    # to probe and trace the likelihood, and the layout of ``u``
+    u0, unravel = ravel_pytree(
         {n: transforms[n].inv(trace[n]["value"]) for n in sites.latent}
     )
+    u0 = u0.astype(dtype)
     gaussian_sites = [n for n in sites.observed if _gaussian_base(trace[n]["fn"])]
     other_sites = [n for n in sites.observed if n not in gaussian_sites]
     if any(trace[n].get("scale") is not None for n in gaussian_sites):
