@@ -273,14 +273,27 @@ MUTATIONS = [
     Mutation(
         "posterior-program-keeps-first-observation",
         "rtk_blackjax/posterior/twisted.py",
-        "        lambda: _build(prior, dim, bind, times, num_particles, config),\n",
-        "        lambda: _build(prior, dim, lambda _, d=data: bind(d), times,"
+        "        lambda bind: _build(prior, dim, bind, num_particles, config),\n",
+        "        lambda bind: _build(prior, dim, lambda _, d=likelihood.data: bind(d),"
         " num_particles, config),\n",
         (
             "tests/posterior/test_model_data.py::"
             "test_a_new_observation_compiles_nothing_and_is_read",
         ),
         "the cached twisted-SMC program reads the observation it was built for",
+    ),
+    Mutation(
+        "smc-lineages-forget-resampling",
+        "rtk_blackjax/posterior/twisted.py",
+        "        info = TwistedSMCInfo(ess, do_resample, mala_rate, param_rate, log_incr, idx)\n",
+        "        info = TwistedSMCInfo(\n"
+        "            ess, do_resample, mala_rate, param_rate, log_incr, jnp.arange(n)\n"
+        "        )\n",
+        (
+            "tests/posterior/test_twisted.py::"
+            "test_smc_reports_its_lineages_and_warns_when_few_survive",
+        ),
+        "the lineage count ignores the resampling (every draw its own family)",
     ),
 ]
 

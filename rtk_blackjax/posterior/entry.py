@@ -22,7 +22,12 @@ from rtk_blackjax.posterior.daps import daps
 from rtk_blackjax.posterior.dps import dps
 from rtk_blackjax.posterior.mcgdiff import linear_gaussian_form, mcgdiff
 from rtk_blackjax.posterior.model import inspect_model, model_likelihood
-from rtk_blackjax.posterior.twisted import collapse_warning, tds, twisted_smc
+from rtk_blackjax.posterior.twisted import (
+    collapse_warning,
+    lineage_warning,
+    tds,
+    twisted_smc,
+)
 from rtk_blackjax.targets.base import ACCESS_LEVELS
 from rtk_blackjax.types import PRNGKey
 
@@ -277,6 +282,10 @@ def sample(
         messages = [
             collapse_warning(np.min(diagnostics["ess"], 0), per_replica),
         ]
+        if "lineages" in diagnostics:
+            messages.append(
+                lineage_warning(diagnostics["lineages"], diagnostics["times"])
+            )
         if check_modes and num_replicas > 1:
             messages.append(
                 mode_disagreement(

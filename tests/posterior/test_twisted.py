@@ -514,6 +514,66 @@ def test_collapse_is_reported():
     assert rb.posterior.twisted.collapse_warning(np.array([0.9, 0.5]), 1000) is None
 
 
+def test_lineages_trace_the_ancestry():
+    # Against a brute-force trace of each draw's ancestor, on random parent indices.
+    rng = np.random.default_rng(0)
+    parent = rng.integers(0, 12, (6, 12))
+    parent[2] = np.arange(12)  # a segment that did not resample
+    expected = []
+    for k in range(6):
+        ancestors = set()
+        for j in range(12):  # draw j's ancestor at times[k]
+            position = parent[5, j]
+            for row in range(4, k - 1, -1):
+                position = parent[row, position]
+            ancestors.add(int(position))
+        expected.append(len(ancestors))
+    got = rb.posterior.twisted.lineages(parent)
+    assert got.tolist() == expected
+    assert got[2] == got[3]  # no resampling on segment 2: the same families
+
+
+def test_smc_reports_its_lineages_and_warns_when_few_survive():
+    # A three-mode prior, resampling on every segment (ess_threshold 1): the draws
+    # descend from fewer particles the further back in time, the count changes only
+    # on segments that resampled, and the last count is the number of distinct
+    # draws. (A Gaussian prior would not do: there the proposal is exact, the
+    # weights equal, and nothing is lost.)
+    prior = rb.targets.gaussian_mixture(
+        jnp.array([[-2.0, 0.0, 1.0], [2.0, 1.0, 0.0], [0.0, -2.0, -1.0]]), 0.5
+    )
+    lik = linear_gaussian_likelihood(A, Y, 0.1)
+    res = twisted_smc(
+        KEY, prior, 3, lik, num_particles=32, prior_nfe_budget=31, ess_threshold=1.0
+    )
+    count = np.asarray(res.extras["lineages"])
+    resampled = np.asarray(res.extras["resampled"])
+    assert count.shape == (res.extras["times"].shape[0],)
+    assert np.all(np.diff(count) >= 0) and count[-1] <= 32
+    assert np.all(count[:-1][~resampled] == count[1:][~resampled])
+    assert count[-1] == np.unique(np.asarray(res.samples[:, 0]), axis=0).shape[0]
+    assert count[0] < count[-1] / 1.5 and resampled.sum() >= 5
+    # the entry point reads the count at mid diffusion time and warns below 10
+    model = gaussian_model(prior)
+    with pytest.warns(rb.posterior.PosteriorWarning, match="descend from only"):
+        rb.posterior.sample(
+            KEY, model, num_samples=12, prior_nfe=31, num_replicas=1,
+            method_options={"ess_threshold": 1.0}, y=Y,
+        )  # fmt: skip
+    message = rb.posterior.twisted.lineage_warning(
+        np.array([[1, 3, 9, 20], [2, 5, 12, 30]]), np.array([2.0, 0.4, 0.1, 0.0])
+    )
+    assert "only 3 distinct particles at t = 0.4" in message
+    assert (
+        rb.posterior.twisted.lineage_warning(
+            np.array([1, 12, 20, 30]), np.array([2.0, 0.4, 0.1, 0.0])
+        )
+        is None
+    )
+    with pytest.raises(ValueError, match="one count per grid time"):
+        rb.posterior.twisted.lineage_warning(np.ones(4), np.array([2.0, 0.4, 0.0]))
+
+
 def test_chains_in_different_modes_warn():
     rng = np.random.default_rng(0)
     stuck = np.concatenate(
