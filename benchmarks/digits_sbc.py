@@ -59,8 +59,11 @@ Run (2 cores)::
     python benchmarks/digits_sbc.py --tasks inpaint-block,inpaint-random
     python benchmarks/digits_sbc.py --tasks denoise,blur --methods smc-energy --smc-reps 30
 
-writes ``docs/data/digits_sbc.json`` (merged by task and method) and
-``docs/digits_sbc_<task>_<method>.png`` (rank histograms).
+writes ``docs/data/digits_sbc.json`` (merged by task and method; ``--out`` for
+another file) and ``docs/digits_sbc_<task>_<method>-<prior>[_<tag>].png`` (rank
+histograms; ``--tag`` keeps a variant's pictures apart from the default's). Rows
+of the particle methods record ``lineages_mid``: per replication, the fewest
+lineages over replicas at mid diffusion time (``res.diagnostics["lineages"]``).
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ from rtk_blackjax.benchmarks.digits import (
     digits_data,
     digits_prior,
 )
+from rtk_blackjax.posterior.twisted import mid_time_index
 from rtk_blackjax.sbc import plot_rank_histograms, rank_uniformity, sbc_ranks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,11 +210,13 @@ def drift(stats_fn, before, after) -> dict:
 # --------------------------------------------------------------------------
 
 
-def entry_sampler(method, target, A, num_samples, prior_nfe):
+def entry_sampler(method, target, A, num_samples, prior_nfe, lineage_log=None):
     """``draws(key, y, caught=None)``: the task's posterior draws through
     ``rb.posterior.sample`` (the methods in ``CACHED`` compile once for
     every observation of the one model). ``caught``: a list that receives the
-    call's warnings and result instead of silencing them."""
+    call's warnings and result instead of silencing them. ``lineage_log``: a list
+    that receives, per call of a particle method, the fewest lineages over its
+    replicas at mid diffusion time (what ``lineage_warning`` reads)."""
     model = make_model(rb.posterior.DiffusionPrior(target, dim=DIM, nfe=25), A)
 
     def draws(key, y, caught=None):
@@ -226,6 +232,9 @@ def entry_sampler(method, target, A, num_samples, prior_nfe):
             )
         if caught is not None:
             caught.extend([res, *seen])
+        if lineage_log is not None and "lineages" in res.diagnostics:
+            at = mid_time_index(res.diagnostics["times"])
+            lineage_log.append(int(np.min(res.diagnostics["lineages"][:, at])))
         return {
             "x": np.asarray(res.samples["x"]),
             "sigma": np.asarray(res.samples["sigma"]),
@@ -286,7 +295,10 @@ def run_sbc(task, method, kind, args, truths, classifier, log):
     )
     start = time.perf_counter()
     try:
-        draws = entry_sampler(method, target, A, args.num_samples, args.prior_nfe)
+        lineage_log: list = []
+        draws = entry_sampler(
+            method, target, A, args.num_samples, args.prior_nfe, lineage_log
+        )
         caught: list = []
         draws(jax.random.key(1), y0, caught)
         res = caught.pop(0)
@@ -347,7 +359,17 @@ def run_sbc(task, method, kind, args, truths, classifier, log):
         s_per_rep=round(wall / reps, 2),
         ranks={k: v.tolist() for k, v in out.ranks.items()},
     )
-    png = ROOT / "docs" / f"digits_sbc_{task}_{method}-{kind}.png"
+    if len(lineage_log) > 1:
+        # per replication, the fewest lineages over replicas at mid time (the
+        # entry call's first is the observation checked above, not a replication)
+        counts = np.asarray(lineage_log[1:])
+        row["lineages_mid"] = {
+            "median": float(np.median(counts)),
+            "min": int(counts.min()),
+            "max": int(counts.max()),
+        }
+    tag = f"_{args.tag}" if args.tag else ""
+    png = ROOT / "docs" / f"digits_sbc_{task}_{method}-{kind}{tag}.png"
     if args.write:
         plot_rank_histograms(
             out.ranks,
@@ -360,6 +382,11 @@ def run_sbc(task, method, kind, args, truths, classifier, log):
         f"{task:15s} {method:12s} {kind:6s} {'pass' if test.passed else 'FAIL'} "
         f"min p_corr {row['min_corrected_p']:.2g}  reps {reps}  NFE {row['prior_nfe']}"
         f"  {wall:.0f} s"
+        + (
+            f"  lineages at mid time: median {row['lineages_mid']['median']:g}"
+            if "lineages_mid" in row
+            else ""
+        )
     )
     return row, test
 
@@ -432,6 +459,9 @@ def main(argv=None):
     p.add_argument("--held-out", type=int, default=20, help="real digits (0: none)")
     p.add_argument("--held-out-methods", default="smc-energy,smc-score,tds-energy")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--tag", default="", help="suffix of the PNG names (e.g. 256-particles)"
+    )
     p.add_argument("--no-write", dest="write", action="store_false")
     p.add_argument("--out", default=str(ROOT / "docs" / "data" / "digits_sbc.json"))
     args = p.parse_args(argv)

@@ -75,6 +75,11 @@ def run(
             y=problem.y,
         )
     sigma = np.asarray(res.samples["sigma"])
+    messages = [
+        str(w.message)
+        for w in caught
+        if issubclass(w.category, rb.posterior.PosteriorWarning)
+    ]
     return {
         "method": method,
         "access": access,
@@ -89,9 +94,8 @@ def run(
         "sigma_sd": float(sigma.std()),
         "reference_sd": float(ref.sd),
         "prior_nfe": res.prior_nfe,
-        "warnings": len(
-            [w for w in caught if issubclass(w.category, rb.posterior.PosteriorWarning)]
-        ),
+        "warnings": len(messages),
+        "warning_messages": messages,
         "seconds": round(time.perf_counter() - start, 1),
     }
 

@@ -58,17 +58,10 @@ import rtk_blackjax as rb
 from rtk_blackjax.adapters.learned import learned_target
 from rtk_blackjax.benchmarks.digits import digits_classifier, digits_data, digits_prior
 from rtk_blackjax.posterior.twisted import (
-    HALF_SIGNAL_TIME,
     linear_gaussian_likelihood,
+    mid_time_index,
     twisted_smc,
 )
-
-
-def mid_time_index(times) -> int:
-    """The grid index :func:`~rtk_blackjax.posterior.twisted.lineage_warning` reads."""
-    times = np.asarray(times, np.float64)
-    positive = np.flatnonzero(times > 0)
-    return int(positive[np.argmin(np.abs(np.log(times[positive] / HALF_SIGNAL_TIME)))])
 
 
 def weight_degeneracy(target, A, y, particles, prior_nfe):

@@ -112,6 +112,7 @@ __all__ = [
     "collapse_warning",
     "lineage_warning",
     "lineages",
+    "mid_time_index",
 ]
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -571,6 +572,21 @@ def collapse_warning(ess: ArrayLike, num_particles: int, *, floor: float = 10.0)
 HALF_SIGNAL_TIME = 0.5 * math.log(2.0)
 
 
+def mid_time_index(times: ArrayLike) -> int:
+    """Index of the positive grid time nearest :data:`HALF_SIGNAL_TIME` in ``log t``.
+
+    Examples
+    --------
+    >>> mid_time_index(np.array([8.0, 1.0, 0.4, 0.1, 0.0]))
+    2
+    """
+    times = np.asarray(times, np.float64)
+    positive = np.flatnonzero(times > 0)
+    if positive.size == 0:
+        raise ValueError("times must hold a positive grid time")
+    return int(positive[np.argmin(np.abs(np.log(times[positive] / HALF_SIGNAL_TIME)))])
+
+
 def lineage_warning(
     lineages: ArrayLike, times: ArrayLike, *, floor: float = 10.0
 ) -> str | None:
@@ -595,8 +611,7 @@ def lineage_warning(
             f"lineages must have one count per grid time ({times.shape[0]}), got "
             f"shape {counts.shape}"
         )
-    positive = np.flatnonzero(times > 0)
-    at = positive[np.argmin(np.abs(np.log(times[positive] / HALF_SIGNAL_TIME)))]
+    at = mid_time_index(times)
     fewest = int(counts[:, at].min())
     if fewest >= floor:
         return None
