@@ -1004,6 +1004,39 @@ CASES = {
             *_positive("floor"),
         ],
     ),
+    "rtk_blackjax.posterior.twisted.lineages": Case(
+        dict(parent=np.array([[0, 0, 2], [1, 1, 2], [0, 1, 1]])),
+        [
+            ("parent", np.zeros((2, 3)), T),
+            ("parent", np.array(["a", "b"]), T),
+            ("parent", np.zeros(3, int), V),
+            ("parent", np.zeros((0, 3), int), V),
+            ("parent", np.array([[0, 3, 1]]), V),
+            ("parent", np.array([[0, -1, 1]]), V),
+        ],
+    ),
+    "rtk_blackjax.posterior.twisted.lineage_warning": Case(
+        dict(lineages=np.array([1, 3, 9, 20]), times=np.array([2.0, 0.4, 0.1, 0.0])),
+        [
+            ("lineages", np.ones(3), V),
+            ("lineages", np.ones((2, 2, 4)), V),
+            ("lineages", np.array(["a", "b", "c", "d"]), V),
+            ("times", np.array([2.0, 0.4, np.nan, 0.0]), V),
+            ("times", np.array([2.0, -0.4, 0.1, 0.0]), V),
+            ("times", np.zeros(4), V),
+            ("times", "abcd", T),
+            *_positive("floor"),
+        ],
+    ),
+    "rtk_blackjax.posterior.twisted.mid_time_index": Case(
+        dict(times=np.array([8.0, 1.0, 0.4, 0.1, 0.0])),
+        [
+            ("times", np.zeros(3), V),
+            ("times", np.ones((2, 2)), V),
+            ("times", np.array([1.0, np.inf, 0.0]), V),
+            ("times", ["a", "b"], T),
+        ],
+    ),
     "rtk_blackjax.posterior.reference.reference_posterior": Case(
         dict(
             rng_key=KEY,

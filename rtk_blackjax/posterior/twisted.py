@@ -580,11 +580,23 @@ def mid_time_index(times: ArrayLike) -> int:
     >>> mid_time_index(np.array([8.0, 1.0, 0.4, 0.1, 0.0]))
     2
     """
-    times = np.asarray(times, np.float64)
+    times = _grid_times(times)
     positive = np.flatnonzero(times > 0)
     if positive.size == 0:
         raise ValueError("times must hold a positive grid time")
     return int(positive[np.argmin(np.abs(np.log(times[positive] / HALF_SIGNAL_TIME)))])
+
+
+def _grid_times(times) -> np.ndarray:
+    try:
+        times = np.asarray(times, np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"times must be an array of grid times, got {times!r}") from err
+    if times.ndim != 1 or not np.all(np.isfinite(times)) or np.any(times < 0):
+        raise ValueError(
+            f"times must be a 1-D array of finite non-negative grid times, got {times}"
+        )
+    return times
 
 
 def lineage_warning(
@@ -605,7 +617,12 @@ def lineage_warning(
     """
     floor = check_positive("floor", floor)
     counts = np.atleast_2d(np.asarray(lineages))
-    times = np.asarray(times, np.float64)
+    if counts.ndim != 2 or not np.issubdtype(counts.dtype, np.number):
+        raise ValueError(
+            "lineages must be counts per grid time, (K + 1,) or (replicas, K + 1), "
+            f"got {lineages!r}"
+        )
+    times = _grid_times(times)
     if counts.shape[-1] != times.shape[0]:
         raise ValueError(
             f"lineages must have one count per grid time ({times.shape[0]}), got "
@@ -642,6 +659,17 @@ def lineages(parent: ArrayLike) -> np.ndarray:
     array([1, 1, 2])
     """
     parent = np.asarray(parent)
+    if not np.issubdtype(parent.dtype, np.integer):
+        raise TypeError(f"parent must hold integer particle indices, got {parent!r}")
+    if parent.ndim != 2 or 0 in parent.shape:
+        raise ValueError(
+            f"parent must be a (K + 1, N) array of indices, got shape {parent.shape}"
+        )
+    if parent.min() < 0 or parent.max() >= parent.shape[1]:
+        raise ValueError(
+            f"parent must hold indices in [0, {parent.shape[1]}), got values from "
+            f"{parent.min()} to {parent.max()}"
+        )
     position = parent[-1]
     counts = [np.unique(position).size]
     for row in parent[-2::-1]:
