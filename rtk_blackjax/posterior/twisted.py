@@ -95,6 +95,7 @@ from rtk_blackjax.diffusion import (
     ou_mean_coef,
     ou_variance,
     transition_coefs,
+    validate_grid,
 )
 from rtk_blackjax.posterior.base import PosteriorResult, budget_grid
 from rtk_blackjax.segment import gaussian_approximation
@@ -580,23 +581,9 @@ def mid_time_index(times: ArrayLike) -> int:
     >>> mid_time_index(np.array([8.0, 1.0, 0.4, 0.1, 0.0]))
     2
     """
-    times = _grid_times(times)
+    times = np.asarray(validate_grid(times), np.float64)
     positive = np.flatnonzero(times > 0)
-    if positive.size == 0:
-        raise ValueError("times must hold a positive grid time")
     return int(positive[np.argmin(np.abs(np.log(times[positive] / HALF_SIGNAL_TIME)))])
-
-
-def _grid_times(times) -> np.ndarray:
-    try:
-        times = np.asarray(times, np.float64)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"times must be an array of grid times, got {times!r}") from err
-    if times.ndim != 1 or not np.all(np.isfinite(times)) or np.any(times < 0):
-        raise ValueError(
-            f"times must be a 1-D array of finite non-negative grid times, got {times}"
-        )
-    return times
 
 
 def lineage_warning(
@@ -622,7 +609,7 @@ def lineage_warning(
             "lineages must be counts per grid time, (K + 1,) or (replicas, K + 1), "
             f"got {lineages!r}"
         )
-    times = _grid_times(times)
+    times = np.asarray(validate_grid(times), np.float64)
     if counts.shape[-1] != times.shape[0]:
         raise ValueError(
             f"lineages must have one count per grid time ({times.shape[0]}), got "
