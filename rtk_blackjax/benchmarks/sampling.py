@@ -5,7 +5,9 @@ around :func:`run_bench` (build the sampler with :func:`rtk_blackjax.policy.conf
 sample, time, score against exact reference samples), :func:`sweep` (methods x NFE
 table and plot), :func:`tune` (the grid search behind the policy tables) and
 :func:`report` (table and plot of saved sweep rows). The targets are the RTK
-authors' ``chessboard`` and a random ``mog`` (:func:`make_target`).
+authors' ``chessboard``, random anisotropic mixtures ``mog`` and ``multiscale``, and
+the 25-mode ``grid25`` (:func:`make_target`); ``benchmarks/prior_suite.py`` runs
+them all.
 """
 
 import json
@@ -17,10 +19,13 @@ import numpy as np
 
 from rtk_blackjax import metrics, sample
 from rtk_blackjax.policy import METHODS, RTK_METHODS, BenchConfig, configure
+from rtk_blackjax.posterior.gmm import grid_prior
 from rtk_blackjax.targets import (
     Target,
     chessboard,
+    mixture_target,
     mixture_variance,
+    random_mixture,
     random_mog,
     sample_mixture,
 )
@@ -41,16 +46,35 @@ __all__ = [
     "plot_sweep",
 ]
 
-TARGETS = ("chessboard", "mog")
+TARGETS = ("chessboard", "mog", "multiscale", "grid25")
 SWEEP_NFE = (25, 105, 505)
+# The ``multiscale`` mixture's component variances span three decades.
+MULTISCALE_VARIANCE_RANGE = (1e-4, 1e-1)
 
 
 def make_target(name: str, dim: int, *, components: int = 8, seed: int = 0) -> Target:
-    """The benchmark targets: ``chessboard`` (the RTK authors') or a random ``mog``."""
+    """A benchmark target by name.
+
+    * ``chessboard``: the RTK authors' 8 isotropic modes (seed-free).
+    * ``mog``: :func:`~rtk_blackjax.targets.random_mixture` (anisotropic full
+      covariances, unequal weights) with ``seed`` and ``components``.
+    * ``multiscale``: the same recipe with component variances log-uniform over
+      :data:`MULTISCALE_VARIANCE_RANGE` (a factor 1000).
+    * ``grid25``: 25 unit-variance modes on a grid of spacing 8 in every pair of
+      coordinates (:func:`rtk_blackjax.posterior.gmm.grid_prior`; seed-free),
+      well separated and at a scale 20 times the others'.
+    """
     if name == "chessboard":
         return chessboard(dim)
     if name == "mog":
         return random_mog(seed, dim, components)
+    if name == "multiscale":
+        mix = random_mixture(
+            seed, dim, components, variance_range=MULTISCALE_VARIANCE_RANGE
+        )
+        return mixture_target(mix)
+    if name == "grid25":
+        return mixture_target(grid_prior(dim))
     raise ValueError(f"target must be one of {TARGETS}, got {name!r}")
 
 

@@ -318,24 +318,46 @@ def chessboard_mixture(dim: int = 10, variance: float = 0.007) -> GaussianMixtur
 
 
 def random_mixture(
-    seed: int, dim: int, num_components: int = 8, *, diagonal: bool = False
+    seed: int,
+    dim: int,
+    num_components: int = 8,
+    *,
+    diagonal: bool = False,
+    variance_range: tuple[float, float] | None = None,
 ) -> GaussianMixture:
-    """A reproducible random mixture (the benchmark's ``mog`` target).
+    """A reproducible random mixture (the benchmark's ``mog`` and ``multiscale``).
 
     Recipe (numpy ``default_rng(seed)``): means uniform in ``[-1, 1]^d``; weights
     ``Dirichlet(5 * 1)`` floored at ``0.3 / c`` and renormalised; covariances
-    ``0.01 + 0.04 u`` times ``Q diag(e) Q^T`` with ``Q`` a random rotation and ``e``
-    log-uniform in ``[0.5, 2]`` (diagonal ``e`` only when ``diagonal``), so every
-    component is well inside the unit box and the modes are separated.
+    ``v_c`` times ``Q diag(e) Q^T`` with ``Q`` a random rotation and ``e``
+    log-uniform in ``[0.5, 2]`` (diagonal ``e`` only when ``diagonal``). The
+    component scale ``v_c`` is ``0.01 + 0.04 u`` by default, so every component is
+    well inside the unit box and the modes are separated; with
+    ``variance_range=(lo, hi)`` it is log-uniform in ``[lo, hi]`` (the same uniform
+    draw ``u``, so the means, weights and rotations do not change), a mixture whose
+    components differ in scale by ``hi / lo``.
+
+    Examples
+    --------
+    >>> mix = random_mixture(0, 3, 4, variance_range=(1e-4, 1e-1))
+    >>> v = mix.cov_eigvals.mean(axis=1)
+    >>> bool(v.max() / v.min() > 30)
+    True
     """
     dim = check_int("dim", dim, minimum=1)
     num_components = check_int("num_components", num_components, minimum=1)
     diagonal = check_bool("diagonal", diagonal)
+    if variance_range is not None:
+        lo, hi = _variance_range(variance_range)
     rng = np.random.default_rng(seed)
     means = rng.uniform(-1.0, 1.0, size=(num_components, dim))
     weights = rng.dirichlet(5.0 * np.ones(num_components))
     weights = np.maximum(weights, 0.3 / num_components)
-    scales = 0.01 + 0.04 * rng.uniform(size=num_components)
+    u = rng.uniform(size=num_components)
+    if variance_range is None:
+        scales = 0.01 + 0.04 * u
+    else:
+        scales = lo * (hi / lo) ** u
     eig = np.exp(rng.uniform(np.log(0.5), np.log(2.0), size=(num_components, dim)))
     eig = scales[:, None] * eig
     if diagonal:
@@ -343,6 +365,20 @@ def random_mixture(
     rotations = np.linalg.qr(rng.normal(size=(num_components, dim, dim)))[0]
     covs = np.einsum("cij,cj,ckj->cik", rotations, eig, rotations)
     return mixture_from_arrays(means, 0.5 * (covs + np.swapaxes(covs, -1, -2)), weights)
+
+
+def _variance_range(value) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"variance_range must be a pair (lo, hi) of numbers, got {value!r}"
+        ) from None
+    if not (0.0 < lo <= hi < math.inf):
+        raise ValueError(
+            f"variance_range must satisfy 0 < lo <= hi < inf, got ({lo}, {hi})"
+        )
+    return lo, hi
 
 
 def chessboard(dim: int = 10, variance: float = 0.007) -> Target:

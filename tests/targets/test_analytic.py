@@ -109,6 +109,22 @@ def test_random_mixture_is_reproducible_and_valid():
     assert np.all(np.asarray(a.cov_eigvals) > 0)
 
 
+def test_random_mixture_variance_range_spreads_scales_and_keeps_the_rest():
+    base = targets.random_mixture(4, dim=5, num_components=6)
+    wide = targets.random_mixture(
+        4, dim=5, num_components=6, variance_range=(1e-4, 1e-1)
+    )
+    np.testing.assert_array_equal(np.asarray(base.means), np.asarray(wide.means))
+    np.testing.assert_array_equal(np.asarray(base.weights), np.asarray(wide.weights))
+    scale = np.exp(np.mean(np.log(np.asarray(wide.cov_eigvals)), axis=1))
+    # Eigenvalue factors are in [0.5, 2], so per-component scales stay in range.
+    assert np.all(scale >= 1e-4 * 0.5) and np.all(scale <= 1e-1 * 2.0)
+    assert scale.max() / scale.min() > 30  # default: at most 0.05 / 0.01 = 5
+    for bad in [(0.0, 1.0), (1.0, 0.5), "wide", (1.0,)]:
+        with pytest.raises(ValueError, match="variance_range"):
+            targets.random_mixture(0, 2, variance_range=bad)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
