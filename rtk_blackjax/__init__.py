@@ -11,7 +11,7 @@ The top-level names follow BlackJAX: ``rtk_blackjax.rtk(...)`` builds a sampler,
 * inner kernels: ``InnerKernel``, ``InnerCost``, ``InnerInfo`` and the factories
   ``inner_kernel``, ``mala_inner``, ``score_mala_inner``, ``independence_inner``,
   ``uld_inner`` (:mod:`rtk_blackjax.mcmc.inner`);
-* time grids: ``uniform_grid``, ``geometric_grid``, ``theory_grid``, ``make_grid``,
+* time grids: ``uniform_grid``, ``geometric_grid``, ``logsnr_grid``, ``theory_grid``, ``make_grid``,
   ``validate_grid`` (:mod:`rtk_blackjax.diffusion`);
 * the subpackages ``diffusion``, ``metrics``, ``targets``, and, imported on first
   use, ``adapters``, ``diagnostics``, ``posterior``, ``policy`` with the shortcuts
@@ -31,6 +31,7 @@ from rtk_blackjax.baselines import (
 )
 from rtk_blackjax.diffusion import (
     geometric_grid,
+    logsnr_grid,
     make_grid,
     theory_grid,
     uniform_grid,
@@ -109,6 +110,7 @@ __all__ = [
     "targets",
     "uniform_grid",
     "geometric_grid",
+    "logsnr_grid",
     "theory_grid",
     "make_grid",
     "validate_grid",

@@ -22,6 +22,7 @@ __all__ = [
     "transition_coefs",
     "uniform_grid",
     "geometric_grid",
+    "logsnr_grid",
     "theory_grid",
     "theory_segment_length",
     "validate_grid",
@@ -29,7 +30,7 @@ __all__ = [
     "GRID_KINDS",
 ]
 
-GRID_KINDS = ("uniform", "geometric", "theory")
+GRID_KINDS = ("uniform", "geometric", "logsnr", "theory")
 
 
 def ou_mean_coef(t: ArrayLike) -> Array:
@@ -182,6 +183,46 @@ def geometric_grid(
     return _grid_from(times, num_segments, horizon, t_min=t_min)
 
 
+def logsnr_grid(num_segments: int, horizon: float = 5.0, t_min: float = 1e-3) -> Array:
+    """Grid uniform in log noise-to-signal ratio from ``horizon`` to ``t_min``, then 0.
+
+    ``num_segments - 1`` segments are equally spaced in ``log σ_t`` with
+    ``σ_t = s_t / a_t = sqrt(e^{2t} - 1)`` (uniform in log-SNR, DPM-Solver's
+    recommended spacing); the last one jumps from ``t_min`` to 0. Near ``t = 0``
+    (``σ_t ≈ sqrt(2t)``) it spaces like :func:`geometric_grid`; at large ``t``
+    (``σ_t ≈ e^t``) it is nearly uniform in ``t``, so it puts more segments where
+    the noise is comparable to a data scale of order 1–100, where a wide target's
+    modes are decided (the suite's ``grid25``, docs/benchmarks.md).
+
+    Examples
+    --------
+    >>> grid = logsnr_grid(3, horizon=2.0, t_min=0.01)
+    >>> [round(t, 3) for t in grid.tolist()]
+    [2.0, 0.357, 0.01, 0.0]
+    """
+    num_segments = check_int(
+        "num_segments", num_segments, minimum=1, maximum=MAX_SEGMENTS
+    )
+    horizon = check_positive("horizon", horizon, maximum=MAX_HORIZON)
+    t_min = check_positive("t_min", t_min, maximum=MAX_HORIZON)
+    if num_segments == 1:
+        return validate_grid([horizon, 0.0])
+    if t_min >= horizon:
+        raise ValueError(f"t_min must be smaller than horizon={horizon}, got {t_min}")
+    log_sigma = np.linspace(
+        _log_noise_to_signal(horizon), _log_noise_to_signal(t_min), num_segments
+    )
+    positive = 0.5 * np.logaddexp(0.0, 2.0 * log_sigma)  # t = ½ log(1 + σ²)
+    positive[0], positive[-1] = horizon, t_min  # exact ends despite rounding
+    times = np.concatenate([positive, [0.0]])
+    return _grid_from(times, num_segments, horizon, t_min=t_min)
+
+
+def _log_noise_to_signal(t: float) -> float:
+    """``log σ_t = 0.5 log(e^{2t} - 1)``, stable for small and large ``t``."""
+    return t + 0.5 * math.log(-math.expm1(-2.0 * t))
+
+
 def _grid_from(times: np.ndarray, num_segments: int, horizon: float, **more) -> Array:
     """``validate_grid(times)`` with an error naming the constructor's arguments
     (e.g. segments too short to stay distinct in float32)."""
@@ -236,7 +277,7 @@ def make_grid(
     t_min: float = 1e-3,
     smoothness: float | None = None,
 ) -> Array:
-    """Build a grid by name: ``"uniform"``, ``"geometric"`` or ``"theory"``.
+    """Build a grid by name: ``"uniform"``, ``"geometric"``, ``"logsnr"`` or ``"theory"``.
 
     ``"theory"`` needs ``smoothness`` (the curvature bound L) and ignores
     ``num_segments``; the others need ``num_segments``.
@@ -247,6 +288,10 @@ def make_grid(
         return uniform_grid(_required("num_segments", num_segments, kind), horizon)
     if kind == "geometric":
         return geometric_grid(
+            _required("num_segments", num_segments, kind), horizon, t_min
+        )
+    if kind == "logsnr":
+        return logsnr_grid(
             _required("num_segments", num_segments, kind), horizon, t_min
         )
     if kind == "theory":

@@ -35,6 +35,24 @@ def test_uniform_and_geometric_grids():
     assert len(geo) == 6
 
 
+def test_logsnr_grid_is_uniform_in_log_noise_to_signal():
+    grid = np.asarray(diffusion.logsnr_grid(6, horizon=5.0, t_min=1e-3), np.float64)
+    assert grid[0] == pytest.approx(5.0) and grid[-1] == 0.0
+    assert grid[-2] == pytest.approx(1e-3, rel=1e-5)
+    log_sigma = 0.5 * np.log(np.expm1(2.0 * grid[:-1]))
+    steps = np.diff(log_sigma)
+    np.testing.assert_allclose(steps, steps[0], rtol=1e-4)
+    # More of its points than the geometric grid's lie where t > 0.5 (large scales).
+    geo = np.asarray(diffusion.geometric_grid(6, horizon=5.0, t_min=1e-3))
+    assert np.sum(grid > 0.5) > np.sum(geo > 0.5)
+    np.testing.assert_array_equal(
+        np.asarray(diffusion.make_grid("logsnr", 6, horizon=5.0, t_min=1e-3)),
+        np.asarray(grid, np.float32),
+    )
+    # Extreme horizons stay finite (no overflow of e^{2t}).
+    assert np.all(np.isfinite(np.asarray(diffusion.logsnr_grid(3, horizon=1e4))))
+
+
 def test_theory_grid_uses_paper_eta():
     eta = diffusion.theory_segment_length(2.0)
     assert eta == pytest.approx(0.5 * np.log(1 + 1 / 4))
@@ -67,6 +85,9 @@ def test_validate_grid_rejects_bad_grids(times, match):
         (lambda: diffusion.uniform_grid(3, horizon=-1.0), "horizon"),
         (lambda: diffusion.geometric_grid(3, t_min=0.0), "t_min"),
         (lambda: diffusion.geometric_grid(3, horizon=1.0, t_min=2.0), "t_min"),
+        (lambda: diffusion.logsnr_grid(3, t_min=0.0), "t_min"),
+        (lambda: diffusion.logsnr_grid(3, horizon=1.0, t_min=2.0), "t_min"),
+        (lambda: diffusion.logsnr_grid(0), "num_segments"),
         (lambda: diffusion.theory_grid(-1.0), "smoothness"),
         (lambda: diffusion.make_grid("cosine", 3), "grid kind"),
         (lambda: diffusion.make_grid("theory"), "smoothness"),

@@ -450,6 +450,15 @@ CASES = {
             ("t_min", 6.0, V),
         ],
     ),
+    "rtk_blackjax.logsnr_grid": Case(
+        dict(num_segments=3),
+        [
+            *_count("num_segments", 1),
+            *_positive("horizon"),
+            *_positive("t_min"),
+            ("t_min", 6.0, V),
+        ],
+    ),
     "rtk_blackjax.theory_grid": Case(
         dict(smoothness=1.0), [*_positive("smoothness"), *_positive("horizon")]
     ),
@@ -1367,7 +1376,14 @@ CASES = {
     },
     "rtk_blackjax.targets.random_mixture": Case(
         dict(seed=0, dim=2),
-        [*_count("dim", 1), *_count("num_components", 1), ("diagonal", 1, T)],
+        [
+            *_count("dim", 1),
+            *_count("num_components", 1),
+            ("diagonal", 1, T),
+            ("variance_range", (0.0, 1.0), V),
+            ("variance_range", (1.0, 0.1), V),
+            ("variance_range", 0.5, V),
+        ],
     ),
     "rtk_blackjax.targets.random_mog": Case(
         dict(seed=0, dim=2), [*_count("dim", 1), *_count("num_components", 1)]
@@ -1550,6 +1566,7 @@ def test_every_row_is_checked_against_a_valid_call():
         "rtk_blackjax.inner_kernel",
         "rtk_blackjax.score_mala_inner",
         "rtk_blackjax.geometric_grid",
+        "rtk_blackjax.logsnr_grid",
         "rtk_blackjax.make_grid",
         "rtk_blackjax.DiffusionPrior",
         "rtk_blackjax.RTKKernel",
