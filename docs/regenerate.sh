@@ -16,6 +16,12 @@ for spec in "10 5000" "100 5000" "1000 2000"; do
     $PY -m rtk_blackjax bench --report "$out" --plot "docs/sweep_d${d}.png" \
         --title "chessboard d=$d, $n samples" > "docs/data/sweep_d${d}.md"
 done
+# the prior-sampling suite (docs/benchmarks.md, "the target suite"; ~50 minutes)
+if [ "${SUITE:-0}" = 1 ]; then
+    rm -f docs/data/prior_suite.jsonl
+    $PY benchmarks/prior_suite.py > /dev/null
+    $PY benchmarks/prior_suite.py --grid logsnr --nfe 25,105 > /dev/null
+fi
 # the grid search behind the NFE-budget policy (rtk_blackjax/policy.py)
 $PY -m rtk_blackjax bench --tune --dim 100 \
     --methods ddpm,ddim,dpm-solver++,pf-ode,pc > docs/data/tune_baselines_d100.md
