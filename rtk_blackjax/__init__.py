@@ -11,8 +11,8 @@ The top-level names follow BlackJAX: ``rtk_blackjax.rtk(...)`` builds a sampler,
 * inner kernels: ``InnerKernel``, ``InnerCost``, ``InnerInfo`` and the factories
   ``inner_kernel``, ``mala_inner``, ``score_mala_inner``, ``independence_inner``,
   ``uld_inner`` (:mod:`rtk_blackjax.mcmc.inner`);
-* time grids: ``uniform_grid``, ``geometric_grid``, ``logsnr_grid``, ``theory_grid``, ``make_grid``,
-  ``validate_grid`` (:mod:`rtk_blackjax.diffusion`);
+* time grids: ``uniform_grid``, ``geometric_grid``, ``logsnr_grid``, ``theory_grid``,
+  ``make_grid``, ``validate_grid`` (:mod:`rtk_blackjax.diffusion`);
 * the subpackages ``diffusion``, ``metrics``, ``targets``, and, imported on first
   use, ``adapters``, ``diagnostics``, ``posterior``, ``policy`` with the shortcuts
   ``DiffusionPrior`` (:mod:`rtk_blackjax.posterior`) and ``RTKKernel``

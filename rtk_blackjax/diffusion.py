@@ -277,7 +277,7 @@ def make_grid(
     t_min: float = 1e-3,
     smoothness: float | None = None,
 ) -> Array:
-    """Build a grid by name: ``"uniform"``, ``"geometric"``, ``"logsnr"`` or ``"theory"``.
+    """Build a grid by name: ``"uniform"``, ``"geometric"``, ``"logsnr"``, ``"theory"``.
 
     ``"theory"`` needs ``smoothness`` (the curvature bound L) and ignores
     ``num_segments``; the others need ``num_segments``.

@@ -2,8 +2,8 @@
 
 :func:`configure` turns ``(method, target, nfe)`` into a ready sampler and the
 configuration it was built from: the time grid (geometric to ``t_min`` by default,
-log-SNR uniform for DPM-Solver++, uniform, or the theory grid), the number of segments, the inner steps per segment
-and the inner kernel for the RTK methods (:data:`RTK_METHODS`), ``t_min`` and the
+log-SNR uniform for DPM-Solver++, uniform, or the theory grid), the number of
+segments, the inner steps per segment and the inner kernel for the RTK methods (:data:`RTK_METHODS`), ``t_min`` and the
 grid for the baselines (:data:`BASELINE_METHODS`). The tables behind it were set
 from measurements (docs/benchmarks.md, "Tuning"). It is library code:
 :class:`~rtk_blackjax.posterior.DiffusionPrior`'s default sampler is
@@ -194,8 +194,8 @@ def configure(
     segments, inner_steps, grid, t_min, horizon
         Overrides of the policy: number of segments, inner steps per segment (one
         int, or one per segment; RTK only), grid kind (``"geometric"`` by default,
-        ``"logsnr"`` by default for DPM-Solver++, ``"uniform"`` or ``"theory"``), the geometric or log-SNR
-        grid's ``t_min``, the horizon
+        ``"logsnr"`` by default for DPM-Solver++, ``"uniform"`` or ``"theory"``),
+        the geometric or log-SNR grid's ``t_min``, the horizon
         (:data:`DEFAULT_HORIZON`).
     step_scale
         Step-size scale of the MALA inner kernels.
