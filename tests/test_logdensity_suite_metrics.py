@@ -51,3 +51,13 @@ def test_exact_draws_pass_and_a_wrong_mode_weight_fails(suite):
     assert row["mode_weight_error"] > row["mode_weight_floor_q95"]
     # The floor is the ESS's: correlated draws (ESS 40) tolerate more.
     assert _modes_row(suite, wrong, ess=40)["mode_weight_floor_q95"] > 0.15
+
+
+def test_mean_error_floor_is_the_largest_of_d_standard_normals(suite):
+    mean, q95 = suite.mean_error_floor(100, 4000)
+    # E max |N(0,1)| over 100 coordinates is about 2.5-2.8.
+    assert 2.4 < mean * np.sqrt(4000) < 2.9 and q95 > mean
+    assert suite.mean_error_floor(100, 16000)[0] == pytest.approx(mean / 2, rel=0.02)
+    assert suite.mean_error_floor(1, 4000)[0] == pytest.approx(
+        np.sqrt(2 / np.pi) / np.sqrt(4000), rel=0.05
+    )
