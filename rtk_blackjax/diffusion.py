@@ -8,6 +8,7 @@ process visits it: segment ``k`` goes from ``times[k]`` down to ``times[k + 1]``
 """
 
 import math
+from collections.abc import Callable
 
 import jax.numpy as jnp
 import numpy as np
@@ -169,18 +170,7 @@ def geometric_grid(
     >>> [round(t, 3) for t in geometric_grid(3, horizon=1.0, t_min=0.01).tolist()]
     [1.0, 0.1, 0.01, 0.0]
     """
-    num_segments = check_int(
-        "num_segments", num_segments, minimum=1, maximum=MAX_SEGMENTS
-    )
-    horizon = check_positive("horizon", horizon, maximum=MAX_HORIZON)
-    t_min = check_positive("t_min", t_min, maximum=MAX_HORIZON)
-    if num_segments == 1:
-        return validate_grid([horizon, 0.0])
-    if t_min >= horizon:
-        raise ValueError(f"t_min must be smaller than horizon={horizon}, got {t_min}")
-    positive = np.geomspace(horizon, t_min, num_segments)
-    times = np.concatenate([positive, [0.0]])
-    return _grid_from(times, num_segments, horizon, t_min=t_min)
+    return _grid_down_to_t_min(num_segments, horizon, t_min, np.geomspace)
 
 
 def logsnr_grid(num_segments: int, horizon: float = 5.0, t_min: float = 1e-3) -> Array:
@@ -200,6 +190,30 @@ def logsnr_grid(num_segments: int, horizon: float = 5.0, t_min: float = 1e-3) ->
     >>> [round(t, 3) for t in grid.tolist()]
     [2.0, 0.357, 0.01, 0.0]
     """
+    return _grid_down_to_t_min(num_segments, horizon, t_min, _logsnr_spaced)
+
+
+def _logsnr_spaced(horizon: float, t_min: float, num: int) -> np.ndarray:
+    """``num`` times from ``horizon`` to ``t_min`` equally spaced in ``log σ_t``."""
+    log_sigma = np.linspace(
+        _log_noise_to_signal(horizon), _log_noise_to_signal(t_min), num
+    )
+    times = 0.5 * np.logaddexp(0.0, 2.0 * log_sigma)  # t = ½ log(1 + σ²)
+    times[0], times[-1] = horizon, t_min  # exact ends despite rounding
+    return times
+
+
+def _log_noise_to_signal(t: float) -> float:
+    """``log σ_t = 0.5 log(e^{2t} - 1)``, stable for small and large ``t``."""
+    return t + 0.5 * math.log(-math.expm1(-2.0 * t))
+
+
+def _grid_down_to_t_min(
+    num_segments, horizon, t_min, spaced: Callable[[float, float, int], np.ndarray]
+) -> Array:
+    """A grid of ``num_segments - 1`` segments from ``horizon`` to ``t_min``, spaced
+    by ``spaced(horizon, t_min, num_segments)`` (called with the checked
+    arguments), and a last one to 0; one segment is ``[horizon, 0]``."""
     num_segments = check_int(
         "num_segments", num_segments, minimum=1, maximum=MAX_SEGMENTS
     )
@@ -209,18 +223,8 @@ def logsnr_grid(num_segments: int, horizon: float = 5.0, t_min: float = 1e-3) ->
         return validate_grid([horizon, 0.0])
     if t_min >= horizon:
         raise ValueError(f"t_min must be smaller than horizon={horizon}, got {t_min}")
-    log_sigma = np.linspace(
-        _log_noise_to_signal(horizon), _log_noise_to_signal(t_min), num_segments
-    )
-    positive = 0.5 * np.logaddexp(0.0, 2.0 * log_sigma)  # t = ½ log(1 + σ²)
-    positive[0], positive[-1] = horizon, t_min  # exact ends despite rounding
-    times = np.concatenate([positive, [0.0]])
+    times = np.concatenate([spaced(horizon, t_min, num_segments), [0.0]])
     return _grid_from(times, num_segments, horizon, t_min=t_min)
-
-
-def _log_noise_to_signal(t: float) -> float:
-    """``log σ_t = 0.5 log(e^{2t} - 1)``, stable for small and large ``t``."""
-    return t + 0.5 * math.log(-math.expm1(-2.0 * t))
 
 
 def _grid_from(times: np.ndarray, num_segments: int, horizon: float, **more) -> Array:
