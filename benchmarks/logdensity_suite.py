@@ -743,7 +743,9 @@ def evaluate(target: Target, truth: Truth, draws: Draws) -> dict:
         "ess": draws.ess,
         "evaluations_per_ess": draws.evaluations / max(draws.ess, 1e-12),
     }
-    n_eff = int(max(1, min(len(x), round(draws.ess))))
+    # The floors' sample size: the ESS, at most the draws (all draws if unknown).
+    ess = draws.ess if np.isfinite(draws.ess) else len(x)
+    n_eff = int(max(1, min(len(x), round(ess))))
     floor, floor_q95 = mean_error_floor(len(mean), n_eff)
     row["mean_err_floor"], row["mean_err_floor_q95"] = floor, floor_q95
     ok = bool(

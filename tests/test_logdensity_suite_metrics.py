@@ -61,3 +61,9 @@ def test_mean_error_floor_is_the_largest_of_d_standard_normals(suite):
     assert suite.mean_error_floor(1, 4000)[0] == pytest.approx(
         np.sqrt(2 / np.pi) / np.sqrt(4000), rel=0.05
     )
+
+
+def test_an_unknown_ess_uses_every_draw(suite):
+    x = np.repeat([[-5.0], [0.0], [5.0], [10.0]], 100, axis=0)
+    row = _modes_row(suite, x, ess=float("nan"))
+    assert row["mode_weight_floor"] == suite.mode_weight_floor(np.full(4, 0.25), 400)[0]
