@@ -38,6 +38,7 @@ __all__ = [
     "check_choice",
     "check_callable",
     "check_key",
+    "check_pair",
 ]
 
 
@@ -217,3 +218,12 @@ def check_key(name: str, value: Any) -> jax.Array:
     raise TypeError(
         f"{name} must be a JAX PRNG key, e.g. jax.random.key(0), got {shown}"
     )
+
+
+def check_pair(name: str, value: Any, expected: str) -> tuple[float, float]:
+    """``value`` as two floats ``(lo, hi)``; ``expected`` describes them in the error."""
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be {expected}, got {value!r}") from None
+    return lo, hi

@@ -37,7 +37,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from rtk_blackjax._checks import check_int, check_key, check_number, check_positive
+from rtk_blackjax._checks import (
+    check_int,
+    check_key,
+    check_number,
+    check_pair,
+    check_positive,
+)
 from rtk_blackjax.types import Array, ArrayLike, PRNGKey
 
 __all__ = [
@@ -227,12 +233,7 @@ def marginal_accuracy(
     y = _as_samples(y, "y")
     _check_same_dim(x, y, "x", "y")
     bins = check_int("bins", bins, minimum=1)
-    try:
-        lo, hi = (float(v) for v in range_)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"range_ must be a pair of floats (low, high), got {range_!r}"
-        ) from None
+    lo, hi = check_pair("range_", range_, "a pair of floats (low, high)")
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise ValueError(f"range_ must be finite with low < high, got {range_!r}")
     dtype = jnp.promote_types(x.dtype, y.dtype)

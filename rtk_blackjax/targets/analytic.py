@@ -15,7 +15,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rtk_blackjax._checks import check_bool, check_int, check_key, check_positive
+from rtk_blackjax._checks import (
+    check_bool,
+    check_int,
+    check_key,
+    check_pair,
+    check_positive,
+)
 from rtk_blackjax.diffusion import _real_array, ou_mean_coef, ou_variance
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import Array, ArrayLike, PRNGKey
@@ -368,12 +374,7 @@ def random_mixture(
 
 
 def _variance_range(value) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"variance_range must be a pair (lo, hi) of numbers, got {value!r}"
-        ) from None
+    lo, hi = check_pair("variance_range", value, "a pair (lo, hi) of numbers")
     if not (0.0 < lo <= hi < math.inf):
         raise ValueError(
             f"variance_range must satisfy 0 < lo <= hi < inf, got ({lo}, {hi})"
