@@ -58,6 +58,7 @@ from rtk_blackjax.run import (
     segment_key,
 )
 from rtk_blackjax.run.layout import position_template
+from rtk_blackjax.segment import DEFAULT_CURVATURE, curvature_evaluations
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import ArrayLikeTree, PRNGKey
 
@@ -192,7 +193,7 @@ def segment_diagnostics(
     num_inner_steps: int | Sequence[int] = 1,
     *,
     predictor: str = "gaussian",
-    curvature: str = "secant",
+    curvature: str = DEFAULT_CURVATURE,
     secant_scale: float = 1.0,
     num_particles: int = 4,
     num_chains: int = 4,
@@ -371,11 +372,11 @@ def segment_diagnostics(
     (draws, acceptance, finite), replay_nfe = run_all(rng_key)
 
     # Honest cost of the diagnostics: the replayed particles, plus per chain its
-    # initialisation and every step (and one secant per rebuilt problem).
+    # initialisation and every step (and one curvature estimate per rebuilt problem).
     replay_nfe = int(np.asarray(replay_nfe).sum())
     chain_nfe = inner.cost.at_init + num_steps * inner.cost.per_step
-    secant = 1 if curvature == "secant" else 0
-    diag_nfe = len(segments) * num_particles * (secant + num_chains * chain_nfe)
+    per_problem = curvature_evaluations(curvature)
+    diag_nfe = len(segments) * num_particles * (per_problem + num_chains * chain_nfe)
     segments_arr = np.asarray(segments)
     times_np = np.asarray(times)
     return diagnostics_from_draws(

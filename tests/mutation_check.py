@@ -112,6 +112,25 @@ MUTATIONS = [
         "secant curvature estimate with the wrong sign",
     ),
     Mutation(
+        "diagonal-curvature-sign",
+        "rtk_blackjax/segment.py",
+        "    return -(score_fn(y + direction) - score_y) / direction",
+        "    return (score_fn(y + direction) - score_y) / direction",
+        (
+            "tests/mcmc/test_rtk.py",
+            E2E + "::test_rtk_inner_kernels_are_accurate_and_needed[mala]",
+        ),
+        "per-coordinate curvature (RTK's default) with the wrong sign",
+    ),
+    Mutation(
+        "diagonal-curvature-averaged",
+        "rtk_blackjax/segment.py",
+        "            score_fn, y, score_y, secant_scale * jnp.sqrt(s2) * signs\n        )\n",
+        "            score_fn, y, score_y, secant_scale * jnp.sqrt(s2) * signs\n        ).mean()\n",
+        ("tests/mcmc/test_rtk.py",),
+        "the per-coordinate curvature silently averaged to one isotropic value",
+    ),
+    Mutation(
         "smc-weights-not-updated",
         "rtk_blackjax/posterior/smc.py",
         "        logw_new = logw + incr\n",

@@ -103,6 +103,7 @@ EXEMPT = {
         for name in (
             "tweedie_mean",
             "secant_curvature",
+            "diagonal_curvature",
             "clipped_variance",
             "gaussian_approximation",
             "predict",
@@ -862,6 +863,9 @@ CASES = {
             ("steps_per_segment", [1, -2], V),
             ("curvature", "bad", V),
         ],
+    ),
+    "rtk_blackjax.segment.curvature_evaluations": Case(
+        dict(curvature="diagonal"), [("curvature", "bad", V), ("curvature", 1, V)]
     ),
     "rtk_blackjax.mcmc.rtk.segment_cost": Case(
         dict(inner=rb.mala_inner()),

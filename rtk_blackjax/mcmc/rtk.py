@@ -16,9 +16,12 @@ the SMC):
 
 * ``"gaussian"`` (default): a draw from a Gaussian approximation of ``q_k``. Its mean
   is Tweedie's formula ``(y + s^2 score(y, t_k)) / a``, the exact mean of ``q_k``;
-  its isotropic variance ``(s^2 / a^2)(1 - s^2 λ)`` is second-order Tweedie with
-  ``λ`` the curvature of ``-log p_{t_k}`` at ``y`` estimated by a secant
-  ``-<score(y + u) - score(y), u> / |u|^2`` along a random ``u`` (one score call).
+  its variance ``(s^2 / a^2)(1 - s^2 λ)`` is second-order Tweedie with ``λ`` the
+  curvature of ``-log p_{t_k}`` at ``y``, estimated from one score call at ``y + u``:
+  per coordinate ``λ_i = -(score(y + u) - score(y))_i / u_i`` along a random-sign
+  ``u`` (``curvature="diagonal"``, the default), or isotropic
+  ``-<score(y + u) - score(y), u> / |u|^2`` along a Gaussian ``u`` (``"secant"``).
+  Inner kernels see one isotropic variance (the mean over coordinates).
   Where ``q_k`` is close to Gaussian (the stiff end of the process) this draw is
   already nearly exact and the Metropolis steps only have to correct it.
 * ``"ddpm"``: the DDPM exponential-integrator step
@@ -27,7 +30,7 @@ the SMC):
 * ``"tweedie"``: the Tweedie mean itself (deterministic).
 
 The state carries the score at its position, so the predictor reuses the previous
-segment's last gradient. NFE per segment: 1 (secant, unless ``curvature="none"``)
+segment's last gradient. NFE per segment: 1 (curvature, unless ``curvature="none"``)
 + ``inner.cost.at_init`` + what each of the ``n_k`` inner steps reports (``n_k *
 inner.cost.per_step`` when that is fixed; +1 when the inner state does not cache its
 gradient), plus 1 for the initial score at ``T``: :func:`expected_nfe`.
@@ -47,8 +50,10 @@ from rtk_blackjax.mcmc.inner import InnerKernel, mala_inner
 from rtk_blackjax.segment import (
     _MIN_VARIANCE_FACTOR,  # noqa: F401  (re-exported: the predictor's floor)
     CURVATURES,
+    DEFAULT_CURVATURE,
     PREDICTORS,
     SegmentGeometry,
+    curvature_evaluations,
     gaussian_approximation,
     logdensity_source,
     predict,
@@ -112,7 +117,8 @@ class RTKInfo(NamedTuple):
         The inner kernel's ``step_size`` parameter on this segment (NaN if it has
         none).
     curvature
-        Secant estimate of the curvature of ``-log p`` at the segment's start.
+        Estimate of the curvature of ``-log p`` at the segment's start (the mean
+        over coordinates under ``curvature="diagonal"``).
     is_finite
         Whether the new position and its score are finite.
     """
@@ -237,11 +243,11 @@ class SegmentProblem(NamedTuple):
     initial_position
         The predictor's draw, where the sampler starts its inner chain.
     num_evaluations
-        NFE spent building the problem (the secant score call, if any; the inner
-        chain's initialisation is not included).
+        NFE spent building the problem (the curvature's score call, if any; the
+        inner chain's initialisation is not included).
     curvature
-        Secant estimate of the curvature of ``-log p`` at the segment's start
-        (0 with ``curvature="none"``).
+        Estimate of the curvature of ``-log p`` at the segment's start (0 with
+        ``curvature="none"``; the mean over coordinates under ``"diagonal"``).
     """
 
     logdensity_fn: Callable
@@ -290,7 +296,9 @@ def _segment_problem(
         noise_var=s2,
         conditioning=y,
         gaussian_mean=unravel(approx.mean),
-        gaussian_variance=approx.variance,
+        # Inner kernels take one isotropic scale; the predictor above used the
+        # per-coordinate variances.
+        gaussian_variance=jnp.mean(approx.variance),
         dim=y_flat.shape[0],
     )
     logdensity_fn = segment_logdensity(log_p(geometry), y, a, s2)
@@ -301,7 +309,7 @@ def _segment_problem(
         params,
         unravel(x0_flat),
         approx.num_evaluations,
-        approx.curvature,
+        jnp.mean(approx.curvature),
     )
 
 
@@ -314,7 +322,7 @@ def segment_problem(
     rng_key: PRNGKey,
     inner: InnerKernel | None = None,
     predictor: str = "gaussian",
-    curvature: str = "secant",
+    curvature: str = DEFAULT_CURVATURE,
     secant_scale: float = 1.0,
 ) -> SegmentProblem:
     """Rebuild the sub-problem ``q_k`` that the RTK kernel solves on segment ``k``.
@@ -391,7 +399,7 @@ def build_kernel(
     inner: InnerKernel | None = None,
     num_inner_steps: int | Sequence[int] = 1,
     predictor: str = "gaussian",
-    curvature: str = "secant",
+    curvature: str = DEFAULT_CURVATURE,
     secant_scale: float = 1.0,
 ) -> Callable:
     """Build the RTK kernel ``kernel(rng_key, state, segment=None) -> (state, info)``.
@@ -411,8 +419,10 @@ def build_kernel(
     predictor
         ``"gaussian"``, ``"ddpm"`` or ``"tweedie"`` (see the module docstring).
     curvature
-        ``"secant"`` (one score call per segment) or ``"none"`` (take ``λ = 0``:
-        the Gaussian approximation then only knows the quadratic factor).
+        ``"diagonal"`` (default: one score call per segment, one curvature per
+        coordinate), ``"secant"`` (one score call, one isotropic curvature) or
+        ``"none"`` (take ``λ = 0``: the Gaussian approximation then only knows the
+        quadratic factor).
     secant_scale
         Length of the secant direction in units of ``s`` (per coordinate).
     """
@@ -523,7 +533,7 @@ def as_top_level_api(
     inner: InnerKernel | None = None,
     num_inner_steps: int | Sequence[int] = 1,
     predictor: str = "gaussian",
-    curvature: str = "secant",
+    curvature: str = DEFAULT_CURVATURE,
     secant_scale: float = 1.0,
 ) -> DiffusionAlgorithm:
     """The RTK sampler as a BlackJAX-style algorithm.
@@ -579,10 +589,11 @@ class SegmentCost(NamedTuple):
     per_step: int
 
 
-def segment_cost(inner: InnerKernel, curvature: str = "secant") -> SegmentCost:
+def segment_cost(inner: InnerKernel, curvature: str = DEFAULT_CURVATURE) -> SegmentCost:
     """The static cost of one segment with ``inner`` (see the module docstring).
 
-    ``fixed`` is the secant (unless ``curvature="none"``), the inner chain's
+    ``fixed`` is the curvature estimate (unless ``curvature="none"``), the inner
+    chain's
     initialisation and, when the inner state does not cache its gradient, the score
     at the segment's output. Raises ``ValueError`` for an inner kernel whose
     per-step cost is only known at run time (e.g. NUTS).
@@ -591,8 +602,6 @@ def segment_cost(inner: InnerKernel, curvature: str = "secant") -> SegmentCost:
         raise TypeError(
             f"inner must be an rtk_blackjax InnerKernel, got {type(inner).__name__}"
         )
-    if not isinstance(curvature, str) or curvature not in CURVATURES:
-        raise ValueError(f"curvature must be one of {CURVATURES}, got {curvature!r}")
     if inner.cost.per_step is None:
         raise ValueError(
             "this inner kernel's NFE per step is only known at run time (it is read "
@@ -600,7 +609,7 @@ def segment_cost(inner: InnerKernel, curvature: str = "secant") -> SegmentCost:
             "budget it in advance"
         )
     fixed = (
-        (1 if curvature == "secant" else 0)
+        curvature_evaluations(curvature)
         + inner.cost.at_init
         + (inner.gradient_of is None)
     )
@@ -610,7 +619,7 @@ def segment_cost(inner: InnerKernel, curvature: str = "secant") -> SegmentCost:
 def expected_nfe(
     inner: InnerKernel,
     steps_per_segment: int | Sequence[int],
-    curvature: str = "secant",
+    curvature: str = DEFAULT_CURVATURE,
 ) -> int:
     """NFE of one RTK particle: ``1 + sum_k (fixed + per_step * n_k)``.
 
