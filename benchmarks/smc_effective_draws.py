@@ -108,6 +108,12 @@ def main(argv=None):
     p.add_argument("--prior-nfe", type=int, default=100)
     p.add_argument("--sigma", type=float, default=0.2)
     p.add_argument("--weights", action="store_true", help="where weights degenerate")
+    p.add_argument(
+        "--curvature",
+        default="secant",
+        choices=("secant", "diagonal"),
+        help="twisted_smc's curvature estimate (per coordinate: diagonal)",
+    )
     args = p.parse_args(argv)
     statistics = statistics_fn(digits_classifier(digits_data()))
     target = learned_target(digits_prior("energy"))
@@ -133,6 +139,7 @@ def main(argv=None):
                     num_samples=args.particles,
                     num_replicas=1,
                     prior_nfe=args.prior_nfe,
+                    method_options={"curvature": args.curvature},
                     y=y,
                 )
             draws = {"x": res.samples["x"], "sigma": res.samples["sigma"]}
@@ -157,6 +164,7 @@ def main(argv=None):
                 {
                     "observation": obs,
                     "particles": args.particles,
+                    "curvature": args.curvature,
                     "prior_nfe": args.prior_nfe,
                     "runs": args.runs,
                     "effective_draws": effective,

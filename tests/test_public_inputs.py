@@ -956,6 +956,7 @@ CASES = {
             ("prior_nfe_budget", MISSING, V),
             ("times", NOT_INCREASING, V),
             *_positive("prior_variance"),
+            ("curvature", "hessian", V),
         ],
     ),
     "rtk_blackjax.posterior.tds": Case(

@@ -85,6 +85,7 @@ from blackjax.smc.resampling import systematic
 
 from rtk_blackjax._cache import ProgramCache, by_identity
 from rtk_blackjax._checks import (
+    check_choice,
     check_fraction,
     check_int,
     check_key,
@@ -98,7 +99,7 @@ from rtk_blackjax.diffusion import (
     validate_grid,
 )
 from rtk_blackjax.posterior.base import PosteriorResult, budget_grid
-from rtk_blackjax.segment import gaussian_approximation
+from rtk_blackjax.segment import CURVATURES, gaussian_approximation
 from rtk_blackjax.targets.analytic import mixture_variance
 from rtk_blackjax.targets.base import Target
 from rtk_blackjax.types import Array, ArrayLike, PRNGKey
@@ -253,6 +254,7 @@ class TwistedSMCInfo(NamedTuple):
 
 class _Config(NamedTuple):
     transition: str
+    curvature: str
     tilt: str
     inflate: bool
     curvature_probes: int
@@ -342,6 +344,7 @@ def twisted_smc(
     curvature_probes: int = 8,
     exact_until: float | None = None,
     mala_segments: int | None = None,
+    curvature: str = "secant",
 ) -> PosteriorResult:
     """RTK-based twisted SMC: any prior access, any :class:`Likelihood`.
 
@@ -401,6 +404,12 @@ def twisted_smc(
         the prior's variance, ``s_t² = V`` (never when ``V >= 1``): below it the
         network's energy differences between particles are not trusted (module
         docstring). No effect with score access.
+    curvature
+        The prior reverse kernel's curvature estimate
+        (:func:`rtk_blackjax.segment.gaussian_approximation`): ``"secant"`` (one
+        isotropic variance), ``"diagonal"`` (one variance per coordinate, from the
+        same one score call; the MALA steps are then preconditioned with the
+        tilted proposal's per-coordinate variances) or ``"none"``.
 
     Returns
     -------
@@ -437,6 +446,7 @@ def twisted_smc(
         mala_segments = check_int("mala_segments", mala_segments, minimum=0)
     config = _Config(
         transition="rtk",
+        curvature=check_choice("curvature", curvature, CURVATURES),
         tilt="linearised",
         inflate=True,
         curvature_probes=check_int("curvature_probes", curvature_probes, minimum=0),
@@ -514,6 +524,7 @@ def tds(
     """
     config = _Config(
         transition="ddpm",
+        curvature="none",
         tilt="gradient",
         inflate=False,
         curvature_probes=0,
@@ -764,12 +775,30 @@ def _run(
 _RUNS = ProgramCache(16)
 
 
+def _sum_sq_over(r: Array, v: Array) -> Array:
+    """``sum_i r_i^2 / v_i`` for a scalar or per-coordinate ``v``."""
+    return jnp.dot(r, r) / v if jnp.ndim(v) == 0 else jnp.sum(r * r / v)
+
+
+def _sum_log(v: Array, dim: int) -> Array:
+    """``sum_i log v_i`` over ``dim`` coordinates, ``v`` scalar or per coordinate."""
+    return dim * jnp.log(v) if jnp.ndim(v) == 0 else jnp.sum(jnp.log(v))
+
+
+def _gaussian_logpdf(r: Array, v: Array, dim: int) -> Array:
+    """``log N(r; 0, diag(v))`` (``v`` scalar or per coordinate)."""
+    if jnp.ndim(v) == 0:
+        return -0.5 * (jnp.dot(r, r) / v + dim * (jnp.log(v) + _LOG_2PI))
+    return -0.5 * (jnp.sum(r * r / v) + jnp.sum(jnp.log(v)) + dim * _LOG_2PI)
+
+
 def _mala_step(key, position, value, grad, aux, fn, step_size):
     """One MALA step with a proxy gradient that also carries auxiliary values.
 
     ``fn(z) -> (log density, proxy gradient, aux)``. The proposal
     ``z + ε g(z) + sqrt(2ε) ξ`` and its reverse use the same ``g``, so the
-    Metropolis test is exact for the log density whatever ``g`` is.
+    Metropolis test is exact for the log density whatever ``g`` is. ``ε`` may be
+    per coordinate (a diagonally preconditioned MALA).
     """
     k_prop, k_acc = jax.random.split(key)
     noise = jax.random.normal(k_prop, position.shape, position.dtype)
@@ -778,7 +807,7 @@ def _mala_step(key, position, value, grad, aux, fn, step_size):
 
     def log_q(to, frm, grad_frm):
         r = to - frm - step_size * grad_frm
-        return -0.25 * jnp.dot(r, r) / step_size
+        return -0.25 * _sum_sq_over(r, step_size)
 
     log_ratio = (
         value_p
@@ -978,6 +1007,7 @@ def _particle_system(prior, dim, likelihood, times, n, config):
                 score,
                 t_prev,
                 t_new,
+                curvature=config.curvature,
                 dtype=x.dtype,
             )
             beta = jnp.clip((1.0 - s2_new * q.curvature) / a_new, 0.0, 1.0 / a_new)
@@ -995,7 +1025,7 @@ def _particle_system(prior, dim, likelihood, times, n, config):
             shifted = mean + v * tilt_grad
             x_new = shifted + jnp.sqrt(v) * jax.random.normal(k_z, x.shape, x.dtype)
             r = x_new - shifted
-            log_g = -0.5 * (jnp.dot(r, r) / v + dim * (jnp.log(v) + _LOG_2PI))
+            log_g = _gaussian_logpdf(r, v, dim)
             seg = (mean, v, beta, jnp.zeros((0, dim), x.dtype), jnp.zeros(0, x.dtype))
             return x_new, log_g, v, seg
         x0_prev = tweedie(x, score, t_prev)
@@ -1004,7 +1034,7 @@ def _particle_system(prior, dim, likelihood, times, n, config):
             shifted = mean + v * beta * g0
             x_new = shifted + jnp.sqrt(v) * jax.random.normal(k_z, x.shape, x.dtype)
             r = x_new - shifted
-            log_g = -0.5 * (jnp.dot(r, r) / v + dim * (jnp.log(v) + _LOG_2PI))
+            log_g = _gaussian_logpdf(r, v, dim)
             seg = (mean, v, beta, jnp.zeros((0, dim), x.dtype), jnp.zeros(0, x.dtype))
             return x_new, log_g, v, seg
         # Gaussian observations: linearise f(x̂₀(x')) ≈ f(x̂₀_prev) + β J (x' - mean),
@@ -1016,19 +1046,21 @@ def _particle_system(prior, dim, likelihood, times, n, config):
         gauss_grad = jac.T @ _cho_solve(chol_g, gauss.y - f0)
         shifted = mean + v * beta * (g0 - gauss_grad)
         y_eff = gauss.y - f0 + B @ mean
-        M = v * (B @ B.T) + gamma
+        M = (B * v) @ B.T + gamma if jnp.ndim(v) else v * (B @ B.T) + gamma
         chol_m = _cholesky(M)
         x_prior = shifted + jnp.sqrt(v) * jax.random.normal(k_z, x.shape, x.dtype)
         eta = chol_g @ jax.random.normal(k_e, gauss.y.shape, x.dtype)
-        gain = lambda w: v * B.T @ _cho_solve(chol_m, w)  # noqa: E731
+        # v Bᵀ M⁻¹ w, with v a scalar or a diagonal (per coordinate)
+        v_bt = v * B.T if jnp.ndim(v) == 0 else v[:, None] * B.T
+        gain = lambda w: v_bt @ _cho_solve(chol_m, w)  # noqa: E731
         x_new = x_prior + gain(y_eff - B @ x_prior - eta)
         post_mean = shifted + gain(y_eff - B @ shifted)
         r = x_new - post_mean
         white = _solve_lower(chol_g, B @ r)
-        quad = jnp.dot(r, r) / v + jnp.sum(white**2)
+        quad = _sum_sq_over(r, v) + jnp.sum(white**2)
         logdet_m = 2.0 * jnp.sum(jnp.log(jnp.diag(chol_m)))
         logdet_g = 2.0 * jnp.sum(jnp.log(jnp.diag(chol_g)))
-        log_g = -0.5 * (quad + dim * jnp.log(v) - logdet_m + logdet_g + dim * _LOG_2PI)
+        log_g = -0.5 * (quad + _sum_log(v, dim) - logdet_m + logdet_g + dim * _LOG_2PI)
         g_white = _solve_lower(chol_g, B)
         # the tilted Gaussian's smallest variance, bounded below with the trace of
         # Bᵀ Γ⁻¹ B for its largest eigenvalue (exact for d_y = 1; no eigensolver)
@@ -1044,7 +1076,7 @@ def _particle_system(prior, dim, likelihood, times, n, config):
         x0 = tweedie(z, score, t_new)
         tw, g0 = twist_at(x0, u, t_new)
         r = z - mean
-        base = -0.5 * (jnp.dot(r, r) / v + dim * (jnp.log(v) + _LOG_2PI))
+        base = _gaussian_logpdf(r, v, dim)
         base_grad = -r / v
         if exact:
             a, s2 = transition_coefs(t_new, t_prev)
