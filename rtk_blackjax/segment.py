@@ -16,7 +16,7 @@ kernel, :mod:`rtk_blackjax.mcmc.rtk`, and the SMC proposal,
   ``(s^2 / a^2)(1 - s^2 λ)`` of second-order Tweedie, with ``λ`` the curvature of
   ``-log p_{t_start}`` at ``y`` estimated from one extra score call at ``y + u``:
   per coordinate, ``λ_i = -(score(y + u) - score(y))_i / u_i`` along a random-sign
-  ``u`` (``"diagonal"``, the default), or one isotropic
+  ``u`` (``"diagonal"``, the RTK kernel's default), or one isotropic
   ``-<score(y + u) - score(y), u> / |u|^2`` along a Gaussian ``u`` (``"secant"``);
   clipped by the bound ``λ <= 1 / s_{t_start}^2`` that OU diffusion guarantees and
   floored at ``_MIN_VARIANCE_FACTOR``;
@@ -67,7 +67,8 @@ CURVATURES = ("diagonal", "secant", "none")
 # cells), draws the predictor at the right width per coordinate: at 25 NFE on the
 # chessboard RTK-MALA's mode TV fell from 0.083 to 0.021 (d = 100) and from 0.049 to
 # 0.020 (d = 10); on the rotated random mixtures it is neutral to slightly better
-# (benchmarks/prior_suite.py, docs/benchmarks.md).
+# (benchmarks/prior_suite.py, docs/benchmarks.md). It is the RTK kernel's default;
+# the twisted SMC keeps "secant" unless asked (no gain measured on digits).
 DEFAULT_CURVATURE = "diagonal"
 # Floor of q_k's variance relative to s^2/a^2 (only binds on the segment to t = 0).
 _MIN_VARIANCE_FACTOR = 1e-4

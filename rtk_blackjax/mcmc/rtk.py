@@ -593,9 +593,8 @@ def segment_cost(inner: InnerKernel, curvature: str = DEFAULT_CURVATURE) -> Segm
     """The static cost of one segment with ``inner`` (see the module docstring).
 
     ``fixed`` is the curvature estimate (unless ``curvature="none"``), the inner
-    chain's
-    initialisation and, when the inner state does not cache its gradient, the score
-    at the segment's output. Raises ``ValueError`` for an inner kernel whose
+    chain's initialisation and, when the inner state does not cache its gradient,
+    the score at the segment's output. Raises ``ValueError`` for an inner kernel whose
     per-step cost is only known at run time (e.g. NUTS).
     """
     if not isinstance(inner, InnerKernel):
