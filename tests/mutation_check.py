@@ -314,6 +314,27 @@ MUTATIONS = [
         ),
         "the lineage count ignores the resampling (every draw its own family)",
     ),
+    Mutation(
+        "kernel-mismatch-trapezoid-sign",
+        "rtk_blackjax/posterior/smc.py",
+        "        d_log_p = 0.5 * jnp.dot(score_1 + score_2, z1 - z2)",
+        "        d_log_p = -0.5 * jnp.dot(score_1 + score_2, z1 - z2)",
+        (
+            "tests/posterior/test_smc.py::test_calibrated_grid_is_geometric_for_a_gaussian_prior",
+        ),
+        "score-only grid pilot: trapezoid energy difference with the wrong sign",
+    ),
+    Mutation(
+        "kernel-mismatch-one-candidate",
+        "rtk_blackjax/posterior/smc.py",
+        "        z1, z2 = q.mean + sd * e1, q.mean + sd * e2",
+        "        z1, z2 = q.mean + sd * e1, q.mean + sd * e1",
+        (
+            "tests/posterior/test_smc.py::test_kernel_mismatch_sees_an_anisotropic_gaussian",
+            "tests/posterior/test_smc.py::test_calibrated_grid_concentrates_where_modes_separate",
+        ),
+        "score-only grid pilot that compares a candidate with itself (sees nothing)",
+    ),
 ]
 
 

@@ -276,12 +276,14 @@ def test_smc_prior_nfe_is_the_real_count():
 
 
 @pytest.mark.slow
-def test_calibrate_grid_prior_nfe_is_the_real_count():
+@pytest.mark.parametrize("score_only", [False, True], ids=["weights", "score-only"])
+def test_calibrate_grid_prior_nfe_is_the_real_count(score_only):
     counter = Counter()
-    prior = counter.target(LG_PRIOR)
+    prior = counter.target(LG_PRIOR, hide_logdensity=score_only)
     grid = calibrate_grid(
         jax.random.key(0), prior, 3, 4, num_particles=8, pilot_segments=6
     )
+    assert grid.signal == ("kernel-mismatch" if score_only else "weights")
     assert grid.prior_nfe == counter.nfe()
 
 

@@ -906,6 +906,7 @@ CASES = {
             ("segments", 1.5, T),
             ("grid", "cosine", V),
             ("horizon", "5", T),
+            ("times", NOT_INCREASING, V),
         ],
     ),
     "rtk_blackjax.metrics.noise_floors": Case(
@@ -1227,8 +1228,13 @@ CASES = {
             *_count("pilot_segments", 2),
             ("uniform_fraction", 1.5, V),
             ("uniform_fraction", "a", T),
-            ("prior", rb.targets.score_only(TARGET), V),
+            ("signal", "bogus", V),
         ],
+    ),
+    "calibrate_grid(signal='weights')": Case(
+        dict(rng_key=KEY, prior=TARGET, dim=2, num_segments=8, signal="weights"),
+        [("prior", rb.targets.score_only(TARGET), V, "logdensity")],
+        call=rb.posterior.calibrate_grid,
     ),
     "rtk_blackjax.posterior.smc.segments_for_budget": Case(
         dict(nfe=31, num_inner_steps=1),

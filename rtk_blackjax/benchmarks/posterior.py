@@ -26,8 +26,9 @@ Methods, all at the same budget of prior evaluations per returned sample:
   ``mcgdiff`` (linear-Gaussian only), ``dps`` and ``daps`` (any likelihood): the
   methods that work from the score alone; ``twisted-calibrated`` is ``twisted`` on
   the grid :func:`~rtk_blackjax.posterior.smc.calibrate_grid` fits to the prior
-  (its data-free pilot needs the exact weights: energy access or better; its cost is
-  reported as for ``smc``).
+  with the row's access (its data-free pilot reads the prior-only weights where the
+  log density is known, the predictor's mismatch measured from scores with score
+  access; its cost is reported as for ``smc``).
 
 Every row says the prior access it ran with (``--prior-access``: ``logdensity``,
 ``energy`` = log density plus an unknown per-time constant, ``score`` = log density
@@ -112,7 +113,7 @@ METHOD_ACCESS = {
     "split-gibbs": "score",
     "smc": "energy",
     "twisted": "score",
-    "twisted-calibrated": "energy",
+    "twisted-calibrated": "score",
     "tds": "score",
     "mcgdiff": "score",
     "dps": "score",
@@ -226,7 +227,7 @@ def _run_method(
     dim = int(problem.prior.dim)
     if method == "twisted-calibrated":
         # the same sampler on a grid fitted to the prior by calibrate_grid's
-        # data-free pilot (needs the exact weights: energy access or better)
+        # data-free pilot, with the row's access (weights or kernel mismatch)
         key_grid = (id(prior), nfe, "twisted")
         if key_grid not in _GRIDS:
             _GRIDS[key_grid] = calibrate_grid(
@@ -249,6 +250,7 @@ def _run_method(
         return res, {
             "ess_min": float(np.min(res.extras["ess"])),
             "grid": "calibrated",
+            "calibration_signal": grid.signal,
             "calibration_prior_nfe_total": grid.prior_nfe,
         }
     if method in ("twisted", "tds", "mcgdiff"):

@@ -92,6 +92,7 @@ __all__ = ["SMCInfo", "smc_linear_gaussian", "segments_for_budget", "calibrate_g
 
 _LOG_2PI = math.log(2 * math.pi)
 TWISTS = ("flat", "tweedie")
+CALIBRATION_SIGNALS = ("auto", "weights", "kernel-mismatch")
 
 
 class SMCInfo(NamedTuple):
@@ -135,15 +136,25 @@ class CalibratedGrid(NamedTuple):
         The grid (horizon first, ending at 0), for ``smc_linear_gaussian(times=...)``.
     pilot_times, pilot_ess
         The fine pilot grid and the per-segment (incremental) relative ESS measured on
-        it: where the prior-only particle system degenerates.
+        it: where the prior-only particle system degenerates. With the
+        ``"kernel-mismatch"`` signal, ``exp(-pilot_log_weight_variance)``: the ESS
+        that log-normal weights of that variance would have.
     prior_nfe
         Prior evaluations the pilot spent in total (all pilot particles together).
+    pilot_log_weight_variance
+        Per pilot segment, the log-weight variance the grid is fitted to:
+        ``-log ESS`` (``"weights"``) or the estimated variance of
+        ``log p(x' | x) - log q(x' | x)`` (``"kernel-mismatch"``).
+    signal
+        ``"weights"`` or ``"kernel-mismatch"`` (:func:`calibrate_grid`).
     """
 
     times: Array
     pilot_times: Array
     pilot_ess: Array
     prior_nfe: float
+    pilot_log_weight_variance: Array
+    signal: str
 
 
 def calibrate_grid(
@@ -158,6 +169,7 @@ def calibrate_grid(
     horizon: float = 8.0,
     t_min: float = 0.3,
     uniform_fraction: float = 0.2,
+    signal: str = "auto",
 ) -> CalibratedGrid:
     """Fit the SMC grid to a prior: equal weight degeneracy per segment.
 
@@ -181,6 +193,20 @@ def calibrate_grid(
     serves every problem with that prior; its cost (``prior_nfe``, in total) is a
     one-off, like fitting a noise schedule.
 
+    **Score-only priors** (``signal="kernel-mismatch"``, the default without
+    ``logdensity``): the weights need ``log p_t``, but what they measure does not.
+    The prior-only weight of a particle moved from ``x`` to ``x'`` is
+    ``p(x' | x) / q(x' | x)``, the exact reverse transition over the Gaussian
+    predictor, both normalised in ``x'``. The pilot runs the predictor chain alone
+    and draws two candidates ``x'_1, x'_2`` from ``q(· | x)`` per particle and
+    segment; their log-ratio difference needs only ``log p_t(x'_1) - log
+    p_t(x'_2)`` at one time, which the trapezoid rule gives from the two scores
+    (exact where ``log p_t`` is quadratic, i.e. where the Gaussian predictor is).
+    Half its square, averaged over particles, estimates the within-``x`` variance
+    of the log weight, used in place of ``-log ESS``. One extra score per particle
+    and segment (the second candidate) replaces the MALA step: the cost is the
+    same as the ``"weights"`` pilot with one inner step.
+
     Parameters
     ----------
     rng_key
@@ -198,6 +224,11 @@ def calibrate_grid(
     uniform_fraction
         Share of the segments spread as the geometric grid does (in ``[0, 1]``), a
         floor that keeps every part of the horizon covered.
+    signal
+        ``"weights"`` (the prior-only SMC's ESS: needs ``logdensity``),
+        ``"kernel-mismatch"`` (score only; ``num_inner_steps`` is not used) or
+        ``"auto"``: ``"weights"`` where the prior has a log density, else
+        ``"kernel-mismatch"``.
 
     Returns
     -------
@@ -212,32 +243,57 @@ def calibrate_grid(
     >>> grid = calibrate_grid(jax.random.key(0), prior, 2, 12, num_particles=128)
     >>> grid.times.shape, float(grid.times[0]), float(grid.times[-1])
     ((13,), 8.0, 0.0)
+
+    From the score alone: the segments gather where the two modes separate.
+
+    >>> grid = calibrate_grid(jax.random.key(0), rb.targets.score_only(prior), 2, 12,
+    ...                       num_particles=128)
+    >>> grid.signal, int(((grid.times > 2.0) & (grid.times < 5.0)).sum()) >= 6
+    ('kernel-mismatch', True)
     """
     rng_key = check_key("rng_key", rng_key)
     dim = check_int("dim", dim, minimum=1)
     num_segments = check_int("num_segments", num_segments, minimum=2)
     pilot_segments = check_int("pilot_segments", pilot_segments, minimum=2)
     check_fraction("uniform_fraction", uniform_fraction)
-    if prior.logdensity is None:
-        raise ValueError("prior has no logdensity: the SMC weights need log p_t")
+    signal = check_choice("signal", signal, CALIBRATION_SIGNALS)
+    if signal == "auto":
+        signal = "weights" if prior.logdensity is not None else "kernel-mismatch"
+    if signal == "weights" and prior.logdensity is None:
+        raise ValueError(
+            "prior has no logdensity: signal='weights' needs log p_t for the SMC "
+            "weights; signal='kernel-mismatch' needs the score only"
+        )
     pilot_times = geometric_grid(pilot_segments, horizon, t_min)
-    pilot = smc_linear_gaussian(
-        rng_key,
-        prior,
-        jnp.zeros((1, dim)),
-        jnp.zeros(1),
-        1.0,
-        num_particles=num_particles,
-        times=pilot_times,
-        num_inner_steps=num_inner_steps,
-        ess_threshold=1.0,
-        twist="flat",
-    )
-    ess = np.asarray(pilot.extras["ess"], np.float64)
+    if signal == "weights":
+        pilot = smc_linear_gaussian(
+            rng_key,
+            prior,
+            jnp.zeros((1, dim)),
+            jnp.zeros(1),
+            1.0,
+            num_particles=num_particles,
+            times=pilot_times,
+            num_inner_steps=num_inner_steps,
+            ess_threshold=1.0,
+            twist="flat",
+        )
+        ess = np.asarray(pilot.extras["ess"], np.float64)
+        log_var_all = -np.log(np.clip(ess, 1e-300, 1.0))
+        pilot_nfe = float(pilot.prior_nfe) * num_particles
+    else:
+        log_var_all = np.asarray(
+            _kernel_mismatch(rng_key, prior, dim, pilot_times, num_particles),
+            np.float64,
+        )
+        ess = np.exp(-log_var_all)
+        # one score per particle at the horizon, then per segment the secant and
+        # the two candidates' scores
+        pilot_nfe = float(num_particles * (1 + 3 * pilot_segments))
     # Log-weight std per fine segment above t_min (t_min -> 0 stays one segment in
-    # the fitted grid too), less a floor of 1e-3 on -log ESS: what ~500 particles
-    # cannot tell from 0, so a Gaussian prior gets the geometric grid back.
-    log_var = -np.log(np.clip(ess[:-1], 1e-300, 1.0))
+    # the fitted grid too), less a floor of 1e-3 on the variance: what ~500
+    # particles cannot tell from 0, so a Gaussian prior gets the geometric grid back.
+    log_var = log_var_all[:-1]
     spread = np.sqrt(np.maximum(log_var - _PILOT_NOISE_FLOOR, 0.0))
     fine = pilot_segments - 1
     if spread.sum() > 0:
@@ -256,8 +312,58 @@ def calibrate_grid(
         times=validate_grid(times),
         pilot_times=pilot_times,
         pilot_ess=jnp.asarray(ess),
-        prior_nfe=float(pilot.prior_nfe) * num_particles,
+        prior_nfe=pilot_nfe,
+        pilot_log_weight_variance=jnp.asarray(log_var_all),
+        signal=signal,
     )
+
+
+def _kernel_mismatch(
+    rng_key: PRNGKey, prior: Target, dim: int, times: Array, num_particles: int
+) -> Array:
+    """Per segment of ``times``, the mean over the predictor chain's particles of
+    ``Var[log p(x' | x) - log q(x' | x) | x]``, from the score only
+    (:func:`calibrate_grid`, ``signal="kernel-mismatch"``)."""
+    num_segments = int(times.shape[0]) - 1
+
+    def candidate_pair(key, x, score_x, t_prev, t_new):
+        k_q, k_1, k_2 = jax.random.split(key, 3)
+        q = gaussian_approximation(
+            k_q, lambda z: prior.score(z, t_prev), x, score_x, t_prev, t_new
+        )
+        a, s2 = transition_coefs(t_new, t_prev)
+        sd = jnp.sqrt(q.variance)
+        e1 = jax.random.normal(k_1, x.shape, x.dtype)
+        e2 = jax.random.normal(k_2, x.shape, x.dtype)
+        z1, z2 = q.mean + sd * e1, q.mean + sd * e2
+        score_1, score_2 = prior.score(z1, t_new), prior.score(z2, t_new)
+        # log p_t(z1) - log p_t(z2) by the trapezoid rule along the chord
+        d_log_p = 0.5 * jnp.dot(score_1 + score_2, z1 - z2)
+        d_forward = 0.5 * (jnp.sum((x - a * z2) ** 2) - jnp.sum((x - a * z1) ** 2)) / s2
+        d_log_q = 0.5 * (jnp.sum(e2**2) - jnp.sum(e1**2))
+        diff = d_log_p + d_forward - d_log_q
+        return z1, score_1, 0.5 * diff**2
+
+    @jax.jit
+    def run(key):
+        k_init, k_loop = jax.random.split(key)
+        x = jax.random.normal(k_init, (num_particles, dim), jnp.result_type(float))
+        score_x = jax.vmap(lambda z: prior.score(z, times[0]))(x)
+
+        def segment(carry, k):
+            key, x, score_x = carry
+            key, k_seg = jax.random.split(key)
+            z, score_z, half_sq = jax.vmap(
+                lambda kk, xi, si: candidate_pair(kk, xi, si, times[k], times[k + 1])
+            )(jax.random.split(k_seg, num_particles), x, score_x)
+            return (key, z, score_z), jnp.mean(half_sq)
+
+        _, variance = jax.lax.scan(
+            segment, (k_loop, x, score_x), jnp.arange(num_segments)
+        )
+        return variance
+
+    return run(rng_key)
 
 
 def _check_inputs(prior, A, y, sigma):

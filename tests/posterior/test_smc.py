@@ -189,21 +189,43 @@ def test_bad_inputs():
         )
 
 
-def test_calibrated_grid_is_geometric_for_a_gaussian_prior():
-    # The predictor is exact for an isotropic Gaussian: no segment degenerates, so
-    # the fitted grid is the geometric one.
+@pytest.mark.parametrize("score_only", [False, True], ids=["weights", "score-only"])
+def test_calibrated_grid_is_geometric_for_a_gaussian_prior(score_only):
+    # The predictor is exact for an isotropic Gaussian: no segment degenerates (and
+    # the trapezoid rule is exact for its quadratic log density), so the fitted
+    # grid is the geometric one.
     prior = rb.targets.gaussian(jnp.zeros(4), 2.0)
+    if score_only:
+        prior = rb.targets.score_only(prior)
     grid = calibrate_grid(jax.random.key(0), prior, 4, 10, num_particles=256)
+    assert grid.signal == ("kernel-mismatch" if score_only else "weights")
     assert float(jnp.min(grid.pilot_ess)) > 0.999
+    assert float(jnp.max(grid.pilot_log_weight_variance)) < 1e-4
     np.testing.assert_allclose(grid.times, geometric_grid(10, 8.0, 0.3), rtol=1e-5)
     assert grid.prior_nfe == 256 * (1 + 128 * 3)
 
 
-def test_calibrated_grid_concentrates_where_modes_separate():
+def test_kernel_mismatch_sees_an_anisotropic_gaussian():
+    # The isotropic secant predictor is not exact for a Gaussian with variances
+    # 0.05 and 20: the score-only signal must see that (a control for the test
+    # above, which a signal stuck at zero would also pass).
+    prior = rb.targets.score_only(
+        rb.targets.gaussian(jnp.zeros(2), jnp.diag(jnp.array([0.05, 20.0])))
+    )
+    grid = calibrate_grid(jax.random.key(0), prior, 2, 10, num_particles=256)
+    assert float(jnp.max(grid.pilot_log_weight_variance)) > 1e-2
+
+
+@pytest.mark.parametrize("score_only", [False, True], ids=["weights", "score-only"])
+def test_calibrated_grid_concentrates_where_modes_separate(score_only):
     # Two unit modes at ±30 e_1: they separate where a_t · 30 ≈ s_t, t ≈ 3.4; the
-    # pilot's weights degenerate there and the fitted grid puts its segments there.
+    # pilot's weights degenerate there (with score access: the Gaussian predictor
+    # misfits the reverse transition there) and the fitted grid puts its
+    # segments there.
     means = jnp.zeros((2, 4)).at[:, 0].set(jnp.array([-30.0, 30.0]))
     prior = rb.targets.gaussian_mixture(means, 1.0, jnp.array([0.3, 0.7]))
+    if score_only:
+        prior = rb.targets.score_only(prior)
     grid = calibrate_grid(jax.random.key(1), prior, 4, 32, num_particles=512)
     times = np.asarray(grid.times)
     assert times[0] == 8.0 and times[-2] == pytest.approx(0.3) and times[-1] == 0.0
@@ -245,4 +267,6 @@ def test_calibrate_grid_errors():
     with pytest.raises(ValueError, match="dim"):
         calibrate_grid(key, prior, 0, 8)
     with pytest.raises(ValueError, match="logdensity"):
-        calibrate_grid(key, rb.targets.score_only(prior), 2, 8)
+        calibrate_grid(key, rb.targets.score_only(prior), 2, 8, signal="weights")
+    with pytest.raises(ValueError, match="signal"):
+        calibrate_grid(key, prior, 2, 8, signal="ess")
