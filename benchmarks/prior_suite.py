@@ -26,8 +26,11 @@ Verdicts (:func:`verdicts`)
 ---------------------------
 Every method runs as :func:`rtk_blackjax.policy.configure` configures it (its
 policy's grid: log-SNR for DPM-Solver++, geometric for the others), or, with
-``--grid K``, every method on grid kind ``K``; rows of both kinds share ``--out``
-and each verdict reads the rows of its own setting.
+``--grid K``, every method on grid kind ``K``, or with ``--rtk-grid K`` the RTK
+methods on ``K`` (e.g. ``calibrated``: the policy's grid fitted to the target by
+:func:`rtk_blackjax.posterior.calibrate_grid` from its score) and the baselines on
+their policy grids; rows of every kind share ``--out`` and each verdict reads the
+rows of its own setting.
 
 For every (target, seed, NFE) the *best RTK configuration* is the RTK method with
 the smallest ``mode_tv + |var_bias|``. It **matches DDPM** when its mode TV is at most
@@ -57,8 +60,7 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from rtk_blackjax.benchmarks.sampling import run_bench
-from rtk_blackjax.diffusion import GRID_KINDS
+from rtk_blackjax.benchmarks.sampling import BENCH_GRIDS, run_bench
 from rtk_blackjax.policy import configure
 from rtk_blackjax.targets import chessboard
 
@@ -153,15 +155,25 @@ def policy_grid(method: str) -> str:
     return configure(method, chessboard(2), nfe=105).config["grid"]
 
 
-def verdicts(rows: list[dict], grid: str | None = None) -> list[dict]:
+def _grid_of(method: str, grid: str | None, rtk_grid: str | None) -> str:
+    """The grid kind ``method`` runs on: ``rtk_grid`` for the RTK methods where
+    given, else ``grid``, else the policy's (:func:`policy_grid`)."""
+    if rtk_grid and method in RTK:
+        return rtk_grid
+    return grid or policy_grid(method)
+
+
+def verdicts(
+    rows: list[dict], grid: str | None = None, rtk_grid: str | None = None
+) -> list[dict]:
     """One verdict per (target, dim, seed, NFE budget).
 
-    Each method's row is the one on ``grid`` (``None``: the policy's grid for that
-    method, :func:`policy_grid`); rows on other grids are ignored.
+    Each method's row is the one on its grid (:func:`_grid_of`); rows on other
+    grids are ignored.
     """
     groups: dict[tuple, dict] = {}
     for row in rows:
-        if row["config"]["grid"] != (grid or policy_grid(row["method"])):
+        if row["config"]["grid"] != _grid_of(row["method"], grid, rtk_grid):
             continue
         group = (row["target"], row["dim"], row["seed"], row["nfe_budget"])
         groups.setdefault(group, {})[row["method"]] = row
@@ -178,7 +190,7 @@ def verdicts(rows: list[dict], grid: str | None = None) -> list[dict]:
             "seed": seed,
             "held_out": best["held_out"],
             "nfe": nfe,
-            "grid": grid or "policy",
+            "grid": (grid or "policy") + (f", rtk {rtk_grid}" if rtk_grid else ""),
             "best_rtk": best["method"],
             "mode_tv": {m: r["mode_tv"] for m, r in by_method.items()},
             "var_bias": {m: r["var_bias"] for m, r in by_method.items()},
@@ -277,9 +289,15 @@ def main(argv=None) -> int:
     parser.add_argument("--report", action="store_true", help="only print the table")
     parser.add_argument(
         "--grid",
-        choices=GRID_KINDS,
+        choices=BENCH_GRIDS,
         default=None,
         help="grid kind for every method (default: the policy's)",
+    )
+    parser.add_argument(
+        "--rtk-grid",
+        choices=BENCH_GRIDS,
+        default=None,
+        help="grid kind for the RTK methods only (the baselines keep --grid's)",
     )
     parser.add_argument(
         "--nfe", default=None, help="comma-separated NFE budgets (default 25,105,505)"
@@ -310,11 +328,16 @@ def main(argv=None) -> int:
         for case in cases:
             for nfe in nfes:
                 for method in METHODS:
-                    grid = args.grid or policy_grid(method)
+                    grid = _grid_of(method, args.grid, args.rtk_grid)
                     key = (case.target, case.dim, case.seed, method, nfe, grid)
                     if key in done:
                         continue
-                    row = run_case(case, method, nfe, num_samples, args.grid)
+                    override = (
+                        args.rtk_grid if method in RTK and args.rtk_grid else None
+                    )
+                    row = run_case(
+                        case, method, nfe, num_samples, override or args.grid
+                    )
                     rows.append(row)
                     with args.out.open("a") as f:
                         f.write(json.dumps(row) + "\n")
@@ -332,7 +355,7 @@ def main(argv=None) -> int:
         if (r["target"], r["dim"], r["seed"]) in selected
         and r["num_samples"] == num_samples
     ]
-    items = verdicts(rows, args.grid)
+    items = verdicts(rows, args.grid, args.rtk_grid)
     print(format_verdicts(items))
     print(json.dumps(summary(items), indent=1))
     return 0

@@ -44,8 +44,7 @@ def _add_demo_arguments(demo: argparse.ArgumentParser) -> None:
 
 
 def _add_bench_arguments(bench: argparse.ArgumentParser) -> None:
-    from rtk_blackjax.benchmarks.sampling import TARGETS
-    from rtk_blackjax.diffusion import GRID_KINDS
+    from rtk_blackjax.benchmarks.sampling import BENCH_GRIDS, TARGETS
     from rtk_blackjax.policy import METHODS
 
     bench.add_argument("--target", choices=TARGETS, default="chessboard")
@@ -62,7 +61,12 @@ def _add_bench_arguments(bench: argparse.ArgumentParser) -> None:
         default=None,
         help="inner steps per segment: one int, or a comma-separated list",
     )
-    bench.add_argument("--grid", choices=GRID_KINDS, default=None)
+    bench.add_argument(
+        "--grid",
+        choices=BENCH_GRIDS,
+        default=None,
+        help="grid kind ('calibrated': the policy's, fitted to the target's score)",
+    )
     bench.add_argument("--t-min", type=float, default=None)
     bench.add_argument("--horizon", type=float, default=None)
     bench.add_argument("--json", action="store_true", help="print one JSON object")

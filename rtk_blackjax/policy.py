@@ -23,10 +23,11 @@ from rtk_blackjax.baselines import (
     heun_pf_ode,
     predictor_corrector,
 )
-from rtk_blackjax.diffusion import GRID_KINDS, make_grid
+from rtk_blackjax.diffusion import GRID_KINDS, make_grid, validate_grid
 from rtk_blackjax.mcmc import rtk as rtk_module
 from rtk_blackjax.mcmc.inner import mala_inner, score_mala_inner, uld_inner
 from rtk_blackjax.targets import Target, score_only
+from rtk_blackjax.types import ArrayLike
 
 __all__ = [
     "RTK_METHODS",
@@ -156,8 +157,11 @@ def _curvature_bound(target: Target) -> float:
     return float(1.0 / np.min(np.asarray(target.mixture.cov_eigvals)))
 
 
-def _grid(kind: str, num_segments, t_min, horizon: float, target_l):
-    """The time grid of a configuration (``"theory"`` ignores ``num_segments``)."""
+def _grid(kind: str, num_segments, t_min, horizon: float, target_l, explicit=None):
+    """The time grid of a configuration (``"theory"`` ignores ``num_segments``;
+    ``"explicit"`` is the grid the caller gave)."""
+    if kind == "explicit":
+        return explicit
     options = {} if t_min is None else {"t_min": t_min}
     return make_grid(
         kind, num_segments, horizon=horizon, smoothness=target_l, **options
@@ -175,6 +179,7 @@ def configure(
     t_min: float | None = None,
     horizon: float | None = None,
     step_scale: float = 1.0,
+    times: ArrayLike | None = None,
 ) -> BenchConfig:
     """Pick a configuration for ``method`` within a per-sample NFE budget ``nfe``.
 
@@ -199,6 +204,11 @@ def configure(
         (:data:`DEFAULT_HORIZON`).
     step_scale
         Step-size scale of the MALA inner kernels.
+    times
+        An explicit grid (horizon first, ending at 0), e.g. one fitted to the
+        target by :func:`rtk_blackjax.posterior.calibrate_grid`: it replaces
+        ``grid``, ``segments``, ``t_min`` and ``horizon`` (``config["grid"]`` is
+        ``"explicit"``); the NFE must still fit ``nfe``.
 
     Returns
     -------
@@ -219,8 +229,8 @@ def configure(
             "target must be an rtk_blackjax Target (rtk_blackjax.targets.*), got "
             f"{type(target).__name__}"
         )
-    if nfe is None and segments is None:
-        raise ValueError("give an NFE budget (nfe) or the number of segments")
+    if nfe is None and segments is None and times is None:
+        raise ValueError("give an NFE budget (nfe), the number of segments or times")
     if nfe is not None:
         nfe = check_int("nfe", nfe, minimum=1)
     if segments is not None:
@@ -228,7 +238,11 @@ def configure(
     default_grid = _BASELINE_GRID.get(method, "geometric")
     grid = check_choice("grid", grid or default_grid, GRID_KINDS)
     horizon = DEFAULT_HORIZON if horizon is None else check_positive("horizon", horizon)
+    if times is not None:
+        times = validate_grid(times)
+        segments, horizon, grid = int(times.shape[0]) - 1, float(times[0]), "explicit"
     target_l = _curvature_bound(target) if grid == "theory" else None
+    explicit = times
     budget = nfe if nfe is not None else 10**9
 
     if method not in RTK_METHODS:
@@ -242,7 +256,7 @@ def configure(
         t_min = (
             t_min if t_min is not None else _by_budget(_BASELINE_T_MIN[method], budget)
         )
-        times = _grid(grid, segments, t_min, horizon, target_l)
+        times = _grid(grid, segments, t_min, horizon, target_l, explicit)
         num_segments = int(times.shape[0]) - 1
         expected = _baseline_nfe(method, num_segments)
         if expected > budget:
@@ -284,7 +298,7 @@ def configure(
                 f"inner steps needs {1 + per_segment_fixed + per_step * inner_steps}"
             )
     t_min = t_min if t_min is not None else policy_t_min
-    times = _grid(grid, segments, t_min, horizon, target_l)
+    times = _grid(grid, segments, t_min, horizon, target_l, explicit)
     num_segments = int(times.shape[0]) - 1
     schedule = (
         np.asarray(steps_list)

@@ -3,6 +3,8 @@
 import json
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import rtk_blackjax as rb
@@ -32,6 +34,53 @@ def test_score_only_methods_never_see_the_exact_energy():
         poisoned = target._replace(logdensity=lambda x, t: 1 / 0)
         cfg = policy.configure(method, poisoned, nfe=25)
         rb.sample(jax.random.key(0), cfg.algorithm, 2, dim=3)
+
+
+@pytest.mark.parametrize("method", ["rtk-mala", "ddpm"])
+def test_configure_takes_an_explicit_grid(method):
+    target = rb.targets.chessboard(dim=2)
+    times = jnp.array([6.0, 3.0, 2.5, 2.0, 0.5, 0.05, 0.0])
+    cfg = policy.configure(method, target, nfe=25, times=times)
+    assert cfg.config["grid"] == "explicit" and cfg.config["segments"] == 6
+    assert cfg.config["horizon"] == 6.0
+    result = rb.sample(jax.random.key(0), cfg.algorithm, 4, dim=2)
+    assert result.num_evaluations == cfg.config["expected_nfe"] <= 25
+
+
+def test_calibrated_bench_grid_is_fitted_to_the_target():
+    # 25 modes 8 apart: the fitted grid keeps the policy's segments, horizon and
+    # t_min but moves segments to where the modes separate; the pilot is reported.
+    row = sampling.run_bench(
+        target="grid25",
+        dim=4,
+        method="rtk-mala",
+        nfe=25,
+        num_samples=200,
+        grid="calibrated",
+        noise_floor=False,
+    )
+    policy_row = sampling.run_bench(
+        target="grid25",
+        dim=4,
+        method="rtk-mala",
+        nfe=25,
+        num_samples=200,
+        noise_floor=False,
+    )
+    config, base = row["config"], policy_row["config"]
+    assert config["grid"] == "calibrated" and base["grid"] == "geometric"
+    for key in ("segments", "horizon", "t_min", "expected_nfe"):
+        assert config[key] == base[key], key
+    assert config["calibration_prior_nfe_total"] == 512 * (1 + 3 * 128)
+    assert row["nfe"] == policy_row["nfe"]
+    # modes 8 sqrt(2) apart separate around t ~ 2: the geometric grid (5 to 1e-3)
+    # has one time in (0.5, 3), the fitted one gathers its segments there
+    times = np.asarray(config["times"])
+    geometric = np.asarray(
+        rb.geometric_grid(base["segments"], base["horizon"], base["t_min"])
+    )
+    window = lambda t: int(np.sum((t > 0.5) & (t < 3.0)))  # noqa: E731
+    assert window(times) >= 3 > window(geometric), (times, geometric)
 
 
 @pytest.mark.parametrize(
@@ -222,7 +271,6 @@ def test_posterior_bench_refuses_what_a_method_cannot_serve(kwargs, message):
 
 
 def test_mcgdiff_protocol_problems_follow_their_recipe():
-    import numpy as np
 
     from rtk_blackjax.posterior import gmm
 
