@@ -21,6 +21,7 @@ if [ "${SUITE:-0}" = 1 ]; then
     rm -f docs/data/prior_suite.jsonl
     $PY benchmarks/prior_suite.py > /dev/null
     $PY benchmarks/prior_suite.py --grid logsnr --nfe 25,105 > /dev/null
+    $PY benchmarks/prior_suite.py --rtk-grid calibrated > /dev/null
 fi
 # the grid search behind the NFE-budget policy (rtk_blackjax/policy.py)
 $PY -m rtk_blackjax bench --tune --dim 100 \
@@ -42,6 +43,16 @@ if [ "${POSTERIORS:-0}" = 1 ]; then
         --protocol mcgdiff --methods twisted,mcgdiff --out docs/data/posterior_mcgdiff_d8
     $BP --dims 8 --obs-dims 4,8 --num-problems 2 --prior-access score \
         --likelihood phase --methods twisted,tds,dps,daps --out docs/data/posterior_phase_d8
+    # twisted on a grid fitted to the prior (docs/benchmarks.md, "A grid fitted to
+    # the prior"); the other rows of docs/data/posterior_tables_2026-12-08.jsonl
+    for access in score energy; do
+        $BP --dims 8,80 --obs-dims 1,2,4 --num-problems 10 --prior-access $access \
+            --methods twisted-calibrated --out docs/data/posterior_calibrated_${access}
+        $BP --dims 800 --obs-dims 1,2,4 --num-problems 2 --prior-access $access \
+            --methods twisted-calibrated --out docs/data/posterior_calibrated_${access}_d800
+    done
+    $BP --dims 8,80 --obs-dims 4,8 --num-problems 2 --prior-access score --likelihood phase \
+        --methods twisted,twisted-calibrated --out docs/data/posterior_calibrated_phase
     $PY benchmarks/ring_posterior.py --methods smc,tds --seeds 3
     $PY benchmarks/ring_posterior.py --access learned-energy --methods smc --seeds 3
     $PY benchmarks/sigma_posterior.py --methods smc --seeds 3
