@@ -1226,6 +1226,7 @@ CASES = {
             *_count("dim", 1),
             *_count("num_segments", 2),
             *_count("pilot_segments", 2),
+            *_count("num_particles", 2),
             ("uniform_fraction", 1.5, V),
             ("uniform_fraction", "a", T),
             ("signal", "bogus", V),
@@ -1233,7 +1234,10 @@ CASES = {
     ),
     "calibrate_grid(signal='weights')": Case(
         dict(rng_key=KEY, prior=TARGET, dim=2, num_segments=8, signal="weights"),
-        [("prior", rb.targets.score_only(TARGET), V, "logdensity")],
+        [
+            ("prior", rb.targets.score_only(TARGET), V, "logdensity"),
+            *_count("num_particles", 2),
+        ],
         call=rb.posterior.calibrate_grid,
     ),
     "rtk_blackjax.posterior.smc.segments_for_budget": Case(

@@ -255,6 +255,7 @@ def calibrate_grid(
     dim = check_int("dim", dim, minimum=1)
     num_segments = check_int("num_segments", num_segments, minimum=2)
     pilot_segments = check_int("pilot_segments", pilot_segments, minimum=2)
+    num_particles = check_int("num_particles", num_particles, minimum=2)
     check_fraction("uniform_fraction", uniform_fraction)
     signal = check_choice("signal", signal, CALIBRATION_SIGNALS)
     if signal == "auto":
