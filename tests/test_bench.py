@@ -50,22 +50,17 @@ def test_configure_takes_an_explicit_grid(method):
 def test_calibrated_bench_grid_is_fitted_to_the_target():
     # 25 modes 8 apart: the fitted grid keeps the policy's segments, horizon and
     # t_min but moves segments to where the modes separate; the pilot is reported.
-    row = sampling.run_bench(
-        target="grid25",
-        dim=4,
-        method="rtk-mala",
-        nfe=25,
-        num_samples=200,
-        grid="calibrated",
-        noise_floor=False,
-    )
-    policy_row = sampling.run_bench(
-        target="grid25",
-        dim=4,
-        method="rtk-mala",
-        nfe=25,
-        num_samples=200,
-        noise_floor=False,
+    row, policy_row = (
+        sampling.run_bench(
+            target="grid25",
+            dim=4,
+            method="rtk-mala",
+            nfe=25,
+            num_samples=200,
+            grid=grid,
+            noise_floor=False,
+        )
+        for grid in ("calibrated", None)
     )
     config, base = row["config"], policy_row["config"]
     assert config["grid"] == "calibrated" and base["grid"] == "geometric"
