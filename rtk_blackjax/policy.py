@@ -157,11 +157,8 @@ def _curvature_bound(target: Target) -> float:
     return float(1.0 / np.min(np.asarray(target.mixture.cov_eigvals)))
 
 
-def _grid(kind: str, num_segments, t_min, horizon: float, target_l, explicit=None):
-    """The time grid of a configuration (``"theory"`` ignores ``num_segments``;
-    ``"explicit"`` is the grid the caller gave)."""
-    if kind == "explicit":
-        return explicit
+def _grid(kind: str, num_segments, t_min, horizon: float, target_l):
+    """The time grid of a configuration (``"theory"`` ignores ``num_segments``)."""
     options = {} if t_min is None else {"t_min": t_min}
     return make_grid(
         kind, num_segments, horizon=horizon, smoothness=target_l, **options
@@ -242,7 +239,6 @@ def configure(
         times = validate_grid(times)
         segments, horizon, grid = int(times.shape[0]) - 1, float(times[0]), "explicit"
     target_l = _curvature_bound(target) if grid == "theory" else None
-    explicit = times
     budget = nfe if nfe is not None else 10**9
 
     if method not in RTK_METHODS:
@@ -256,7 +252,8 @@ def configure(
         t_min = (
             t_min if t_min is not None else _by_budget(_BASELINE_T_MIN[method], budget)
         )
-        times = _grid(grid, segments, t_min, horizon, target_l, explicit)
+        if times is None:
+            times = _grid(grid, segments, t_min, horizon, target_l)
         num_segments = int(times.shape[0]) - 1
         expected = _baseline_nfe(method, num_segments)
         if expected > budget:
@@ -298,7 +295,8 @@ def configure(
                 f"inner steps needs {1 + per_segment_fixed + per_step * inner_steps}"
             )
     t_min = t_min if t_min is not None else policy_t_min
-    times = _grid(grid, segments, t_min, horizon, target_l, explicit)
+    if times is None:
+        times = _grid(grid, segments, t_min, horizon, target_l)
     num_segments = int(times.shape[0]) - 1
     schedule = (
         np.asarray(steps_list)
